@@ -1,0 +1,44 @@
+# tagprofile: one place for the commands people and CI run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= cpu,train,dev
+SHARED ?= ../shared/datasets
+ARTIFACTS ?= artifacts
+
+.PHONY: install test lint format demo prepare-real bench clean
+
+install: $(VENV)/.installed ## create .venv and install .[cpu,train,dev]
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --editable '.[$(EXTRAS)]'
+	touch $@
+
+test: install ## lint, then the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: install ## the main job (grows with the project): prepare a synthetic world
+	$(BIN)/python -m training prepare --dataset synthetic --out $(ARTIFACTS)/data/synthetic
+
+prepare-real: install ## prepare both shared real data sets (where ../shared/datasets exists)
+	$(BIN)/python -m training prepare --dataset movielens \
+		--path $(SHARED)/ml-latest-small --out $(ARTIFACTS)/data/ml-latest-small
+	$(BIN)/python -m training prepare --dataset hetrec-movielens \
+		--path $(SHARED)/hetrec2011-movielens-2k --out $(ARTIFACTS)/data/hetrec-movielens-2k
+
+bench: install ## the benchmarks recorded in benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/bench_shapley.py --data $(SHARED)/hetrec2011-movielens-2k
+	$(BIN)/python benchmarks/bench_prepare.py --shared $(SHARED)
+
+clean:
+	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache

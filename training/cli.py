@@ -1,0 +1,37 @@
+"""``python -m training``: the command line of the training side.
+
+Each sub-command lives in its own module under ``training.commands`` so adding one (train,
+benchmark, export) does not touch the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from training.commands import prepare
+
+COMMANDS = {"prepare": prepare}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Prepare data, train and evaluate tag-profile models, export them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(COMMANDS[args.command].run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # bad input: say what and where (DataFormatError reads "file:line: message")
+        print(f"error: {err}", file=sys.stderr)
+        return 2

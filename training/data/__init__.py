@@ -1,0 +1,1 @@
+"""Data loading (one module per source format) and the processed on-disk data set."""
