@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training.commands import prepare
+from training.commands import prepare, train
 
-COMMANDS = {"prepare": prepare}
+COMMANDS = {"prepare": prepare, "train": train}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,7 @@ class SingleTagSamples:
     label: np.ndarray  # int8
     weight: np.ndarray  # float32 SVE gradient weight (1 for negatives)
     interaction: np.ndarray  # int64 index of the source interaction
+    position: np.ndarray  # int64 index into inter_tags.values (and phi_*, sve_weight)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -127,6 +128,7 @@ class ProcessedDataset:
             label=self.inter_label[source],
             weight=self.sve_weight[value_index],
             interaction=source,
+            position=value_index,
         )
 
     # ----------------------------------------------------------------- persistence

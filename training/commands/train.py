@@ -1,0 +1,61 @@
+"""``train``: one model on a prepared data set -> a run directory with test metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from training.config import family_config_path, load_config, resolve
+from training.data.processed import ProcessedDataset
+from training.models import MODELS
+from training.pipeline import run_training
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="directory written by `prepare`")
+    p.add_argument(
+        "--config", type=Path,
+        help="hyper-parameter file (default: the tuned config of the data set's family)",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        help="where to train (auto: CUDA when torch sees one)",
+    )  # fmt: skip
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train and evaluate one model",
+        description="Train one model on the train users of a prepared data set, select the "
+        "epoch on the validation users, evaluate on the test users, and write "
+        "checkpoint.pt, config.json, metrics.json, history.json and training_curve.png.",
+    )
+    add_common(p)
+    p.add_argument("--model", required=True, choices=MODELS, help="model to train")
+    p.add_argument("--out", type=Path, required=True, help="run directory (created)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling")
+
+
+def model_config(args: argparse.Namespace, data: ProcessedDataset, model: str) -> dict:
+    path = args.config or family_config_path(data.meta["family"])
+    config = resolve(load_config(path), model, source=str(path))
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+        config["epochs"] = args.epochs
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    data = ProcessedDataset.load(args.data)
+    config = model_config(args, data, args.model)
+    metrics = run_training(
+        data, args.data, args.model, config, seed=args.seed, device=args.device, out=args.out
+    )
+    shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10")}
+    print(json.dumps({"model": args.model, "test_users": metrics["test_users"], **shown}))
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,29 @@
+"""Model registry: one name per model of the benchmark (DESIGN §2)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from training.models.ctmvm import CTMVM
+from training.models.mlp import Dims, MainNetwork
+from training.models.utpm import UTPM
+
+MODELS = ("mostpop", "userpop", "youtube", "utpm", "sve", "sve_pkm", "ctmvm")
+LEARNED = ("youtube", "utpm", "sve", "sve_pkm", "ctmvm")
+USES_SVE = ("sve", "sve_pkm", "ctmvm")
+
+
+def build_model(name: str, dims: Dims, config: dict) -> nn.Module:
+    """A fresh learned model; ``config`` is the resolved configuration of that model."""
+    if name in ("youtube", "sve"):
+        return MainNetwork(dims, config)
+    if name == "utpm":
+        return UTPM(dims, config)
+    if name == "sve_pkm":
+        return CTMVM(dims, {**config, "n_views": 1})
+    if name == "ctmvm":
+        return CTMVM(dims, config)
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+
+
+__all__ = ["LEARNED", "MODELS", "USES_SVE", "Dims", "build_model"]

@@ -1,0 +1,54 @@
+"""One training run end to end: train, evaluate on test users, write the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from training.data.processed import ProcessedDataset
+from training.models import LEARNED
+from training.runs import plot_training_curve, save_checkpoint, write_json
+from training.trainer import test_report, train_model
+
+
+def run_training(
+    data: ProcessedDataset,
+    data_dir: Path,
+    model_name: str,
+    config: dict[str, Any],
+    *,
+    seed: int,
+    device: str,
+    out: Path,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model_name`` and write checkpoint, config, metrics, history and curve to
+    ``out``; returns the test metrics."""
+    out.mkdir(parents=True, exist_ok=True)
+    result, store = train_model(
+        data, model_name, config, seed=seed, device=device, progress=progress
+    )
+    metrics = test_report(result.model, store, data, config["credit"])
+    metrics.update(train_seconds=round(result.train_seconds, 3), best_epoch=result.best_epoch)
+    run_config = {
+        "model": model_name,
+        "seed": seed,
+        "device": device,
+        "data": str(data_dir),
+        "dataset": data.meta["dataset"],
+        "family": data.meta["family"],
+        "hyperparameters": config,
+    }
+    write_json(out / "config.json", run_config)
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "history.json", result.history)
+    save_checkpoint(
+        out, model_name, result.model, config,
+        {"dataset": data.meta, "data_dir": str(data_dir), "seed": seed},
+    )  # fmt: skip
+    if model_name in LEARNED and result.history:
+        plot_training_curve(
+            result.history, result.best_epoch, out / "training_curve.png",
+            f"{model_name} on {data.meta['dataset']} (seed {seed})",
+        )  # fmt: skip
+    return metrics
