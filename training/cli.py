@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training.commands import prepare, train
+from training.commands import benchmark, prepare, train
 
-COMMANDS = {"prepare": prepare, "train": train}
+COMMANDS = {"prepare": prepare, "train": train, "benchmark": benchmark}
 
 
 def build_parser() -> argparse.ArgumentParser:

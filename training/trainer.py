@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from training import sve
+from training.augment import augment_train_users
 from training.data.processed import ProcessedDataset
 from training.features import (
     item_privileged,
@@ -149,6 +150,8 @@ def train_model(
     if name not in LEARNED:
         return TrainResult(counting_model(data, name).to(dev), config), store
 
+    data = augment_train_users(data, config.get("augment_cuts", []))
+    store = FeatureStore(data, config["max_history"], dev)
     model = build_model(name, dims_of(data, store), config).to(dev)
     rows = training_rows(data, name, config)
     items = ItemStore(data, dev)
@@ -290,9 +293,13 @@ def test_report(
     ranked = score_users(model, store, users, max(KS))
     report = {**ranking_metrics(ranked, truth), "test_users": len(users)}
     report.update(avg_shapley(ranked, _tag_shapley(data, credit)))
-    tag_priv, user_priv = _privileged_incidence(data, users)
-    if tag_priv.shape[1]:
+    if data.privileged_names:
+        # the most specific field: with a handful of values (genres) every tag list
+        # reaches one the user clicked and the metric saturates at 1
+        field = max(data.privileged_names, key=lambda f: len(data.privileged_names[f]))
+        tag_priv, user_priv = _privileged_incidence(data, users, field)
         report.update(tag_privileged_hr(ranked, tag_priv, user_priv))
+        report["tag_privileged_field"] = field
     return report
 
 
@@ -307,31 +314,25 @@ def _tag_shapley(data: ProcessedDataset, credit: str) -> np.ndarray:
 
 
 def _privileged_incidence(
-    data: ProcessedDataset, users: np.ndarray
+    data: ProcessedDataset, users: np.ndarray, field: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """[T, P] tags x privileged values sharing an item, [users, P] values users clicked in
-    their samples; P concatenates every field's vocabulary except ``others``."""
-    offsets, total = {}, 0
-    for f, names in data.privileged_names.items():
-        offsets[f], total = total, total + len(names)
-    tag_priv = np.zeros((data.n_tags, total), dtype=bool)
-    user_priv = np.zeros((len(users), total), dtype=bool)
+    """[T, P] tags x values of ``field`` sharing an item, [users, P] values the users
+    clicked in their samples; the ``others`` value (id 0) says nothing and is left out."""
+    n_values = len(data.privileged_names[field])
+    tag_priv = np.zeros((data.n_tags, n_values), dtype=bool)
+    user_priv = np.zeros((len(users), n_values), dtype=bool)
     position = np.full(data.n_users, -1)
     position[users] = np.arange(len(users))
     clicked = np.flatnonzero(
         data.inter_is_sample & (data.inter_label == 1) & ~data.inter_sampled
         & (position[data.inter_user] >= 0)
     )  # fmt: skip
-    for f, per_item in data.item_privileged.items():
-        item_rows = per_item.row_ids()
-        values = per_item.values.astype(np.int64) + offsets[f]
-        tags = data.item_tags.take(item_rows)
-        tag_priv[tags.values, np.repeat(values, tags.lengths())] = True
-        chosen = per_item.take(data.inter_item[clicked])
-        user_priv[
-            np.repeat(position[data.inter_user[clicked]], chosen.lengths()),
-            chosen.values.astype(np.int64) + offsets[f],
-        ] = True
-        tag_priv[:, offsets[f]] = False  # "others" says nothing
-        user_priv[:, offsets[f]] = False
+    per_item = data.item_privileged[field]
+    values = per_item.values.astype(np.int64)
+    tags = data.item_tags.take(per_item.row_ids())
+    tag_priv[tags.values, np.repeat(values, tags.lengths())] = True
+    chosen = per_item.take(data.inter_item[clicked])
+    rows = np.repeat(position[data.inter_user[clicked]], chosen.lengths())
+    user_priv[rows, chosen.values.astype(np.int64)] = True
+    tag_priv[:, 0] = user_priv[:, 0] = False
     return tag_priv, user_priv

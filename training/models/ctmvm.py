@@ -73,7 +73,11 @@ class CTMVM(MainNetwork):
             }
         )
         supp_in = self.encoder.out_dim + self.tag_side_dim + d * len(self.fields)
-        self.supplementary = mlp([supp_in, *config["hidden"], 1], config.get("activation", "tanh"))
+        self.supplementary = mlp(
+            [supp_in, *config["hidden"], 1],
+            config.get("activation", "tanh"),
+            config.get("dropout", 0.0),
+        )
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
         user, tags = batch["user"], batch["tag"]

@@ -23,13 +23,15 @@ UserBatch = dict[str, Tensor]
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
-def mlp(sizes: list[int], activation: str = "tanh") -> nn.Sequential:
-    """Linear layers with ``activation`` between them and none after the last (a logit)."""
+def mlp(sizes: list[int], activation: str = "tanh", dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers with ``activation`` (and dropout) between them, none after the last."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 

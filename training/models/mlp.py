@@ -42,7 +42,11 @@ class MainNetwork(nn.Module):
         self.target = TargetAware(d)
         self.tag_side_dim = d + self.target.out_dim
         in_dim = self.encoder.out_dim + self.tag_side_dim + extra_dim
-        self.main = mlp([in_dim, *config["hidden"], 1], config.get("activation", "tanh"))
+        self.main = mlp(
+            [in_dim, *config["hidden"], 1],
+            config.get("activation", "tanh"),
+            config.get("dropout", 0.0),
+        )
         # wide part: the target-aware scalars and a per-tag bias go straight to the logit,
         # so reproducing "the user's own frequent tags, then popular ones" is easy and the
         # deep part learns what counting cannot (co-occurrence, privileged knowledge)

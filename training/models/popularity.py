@@ -34,5 +34,7 @@ class UserPop(MostPop):
 
     def score_all(self, user: UserBatch) -> Tensor:
         ids, weights = user["hist_tags"], user["hist_tags_w"]
-        freq = torch.zeros(ids.shape[0], self.popularity.shape[0]).scatter_add(1, ids, weights)
+        freq = torch.zeros(
+            ids.shape[0], self.popularity.shape[0], dtype=weights.dtype, device=ids.device
+        ).scatter_add(1, ids, weights)
         return freq + USERPOP_BACKOFF * self.popularity / self.popularity.max().clamp(min=1e-12)

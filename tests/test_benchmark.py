@@ -1,0 +1,344 @@
+"""``benchmark``: aggregation and report on hand-made numbers, then one real CLI smoke run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from training.cli import main
+from training.commands.benchmark import parse_models, parse_seeds
+from training.report import (
+    ablation,
+    aggregate,
+    best_models,
+    improvements,
+    mean_std,
+    plot_results,
+    render_markdown,
+    verdict,
+    within_noise,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_results(per_model: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """results.json-shaped dict from ``{model: {metric: [value per seed]}}``."""
+    n_seeds = len(next(iter(next(iter(per_model.values())).values())))
+    seeds = list(range(n_seeds))
+    summary = {
+        model: aggregate({s: {k: v[s] for k, v in metrics.items()} for s in seeds})
+        for model, metrics in per_model.items()
+    }
+    return {
+        "command": "python -m training benchmark ...",
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "data": "prepared",
+        "dataset": {"dataset": "handmade", "family": "synthetic"},
+        "seeds": seeds,
+        "models": list(per_model),
+        "device": "cpu",
+        "epochs": 1,
+        "complete": True,
+        "results": summary,
+    }
+
+
+def at10(p: list[float], r: list[float], hr: list[float], ndcg: list[float]) -> dict:
+    return {"precision@10": p, "recall@10": r, "hr@10": hr, "ndcg@10": ndcg}
+
+
+def section(md: str, heading: str) -> str:
+    """The markdown from ``heading`` to the next ``## `` heading."""
+    start = md.index(heading)
+    end = md.find("\n## ", start + len(heading))
+    return md[start : end if end >= 0 else None]
+
+
+def model_rows(text: str) -> dict[str, str]:
+    """Table rows by their first cell (the model name in backticks)."""
+    return {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| `")}
+
+
+# ------------------------------------------------------------------------ aggregation
+def test_mean_std_is_the_sample_std():
+    mean, std = mean_std([0.1, 0.2, 0.4])
+    assert mean == pytest.approx(0.7 / 3)
+    # deviations -0.1333, -0.0333, +0.1667: squares sum to 0.046667, / (n - 1) = 0.023333
+    assert std == pytest.approx(math.sqrt(0.14 / 6))
+    assert mean_std([0.25]) == (0.25, 0.0)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def test_aggregate_orders_by_seed_and_keeps_common_numeric_metrics():
+    per_seed = {
+        2: {"ndcg@10": 0.4, "train_seconds": 3.0, "only_here": 1.0, "name": "x"},
+        0: {"ndcg@10": 0.2, "train_seconds": 1.0, "name": "x"},
+    }
+    out = aggregate(per_seed)
+    assert out["seeds"] == [0, 2]
+    assert set(out["metrics"]) == {"ndcg@10", "train_seconds"}  # not partial, not text
+    ndcg = out["metrics"]["ndcg@10"]
+    assert ndcg["values"] == [0.2, 0.4]
+    assert ndcg["mean"] == pytest.approx(0.3)
+    assert ndcg["std"] == pytest.approx(0.2 / math.sqrt(2))  # two values: |a - b| / √2
+    single = aggregate({5: {"hr@10": 0.7}})
+    assert single["metrics"]["hr@10"] == {"mean": 0.7, "std": 0.0, "values": [0.7]}
+
+
+def test_improvements_are_relative_to_the_other_model():
+    results = make_results(
+        {
+            "youtube": at10([0.2, 0.2], [0.5, 0.5], [0.0, 0.0], [0.1, 0.3]),
+            "ctmvm": at10([0.3, 0.3], [0.4, 0.4], [0.6, 0.6], [0.3, 0.3]),
+        }
+    )
+    row = improvements(results)["youtube"]
+    assert row["precision@10"] == pytest.approx(0.5)  # (0.3 - 0.2) / 0.2
+    assert row["recall@10"] == pytest.approx(-0.2)  # (0.4 - 0.5) / 0.5
+    assert row["hr@10"] is None  # youtube's HR is 0: no ratio
+    assert row["ndcg@10"] == pytest.approx(0.5)  # mean 0.2 -> 0.3
+    assert row["mean"] == pytest.approx((0.5 - 0.2 + 0.5) / 3)
+    assert "ctmvm" not in improvements(results)
+
+
+def test_verdicts_and_noise():
+    assert verdict([0.01, 0.02]) == "helps"
+    assert verdict([-0.01, -0.02]) == "hurts"
+    assert verdict([0.01, -0.02]) == "mixed"
+    assert verdict([0.01, 0.0]) == "mixed"
+    assert verdict([0.0, 0.0]) == "no change"
+    assert within_noise([0.01, -0.01], [(0.03, 0.04), (0.01, 0.0)])  # 0.05 and 0.01 bounds
+    assert not within_noise([0.06, 0.0], [(0.03, 0.04), (0.01, 0.0)])
+    assert not within_noise([0.001], [(0.0, 0.0)])  # one seed: no estimate, no claim
+
+
+def test_ablation_walks_the_chain_and_skips_models_not_run():
+    results = make_results(
+        {
+            "mostpop": at10([0.1] * 2, [0.1] * 2, [0.1] * 2, [0.1] * 2),
+            "youtube": at10([0.20, 0.22], [0.1] * 2, [0.1] * 2, [0.30, 0.32]),
+            "sve_pkm": at10([0.25, 0.27], [0.1] * 2, [0.1] * 2, [0.29, 0.31]),
+            "ctmvm": at10([0.20, 0.20], [0.1] * 2, [0.1] * 2, [0.20, 0.20]),
+        }
+    )
+    steps = ablation(results)
+    assert [(s["from"], s["to"]) for s in steps] == [("youtube", "sve_pkm"), ("sve_pkm", "ctmvm")]
+    first, second = steps
+    assert first["delta"]["precision@10"] == pytest.approx(0.05)
+    assert first["delta"]["ndcg@10"] == pytest.approx(-0.01)
+    assert first["verdict"] == "mixed"
+    # noise bound per metric √(0.0141² + 0.0141²) = 0.02: NDCG's -0.01 is inside, P's 0.05 not
+    assert not first["within_noise"]
+    assert second["verdict"] == "hurts"
+    assert not second["within_noise"]
+
+
+# ------------------------------------------------------------------------- markdown
+def test_markdown_bolds_the_best_mean_per_column_and_shows_mean_std():
+    results = make_results(
+        {
+            "mostpop": {
+                **at10([0.10, 0.10], [0.5, 0.5], [0.9, 0.9], [0.2, 0.2]),
+                "train_seconds": [0.0, 0.0],
+            },
+            "ctmvm": {
+                **at10([0.30, 0.32], [0.5, 0.5], [0.8, 0.8], [0.4, 0.2]),
+                "train_seconds": [10.0, 12.0],
+            },
+        }
+    )
+    assert best_models(results, "precision@10") == {"ctmvm"}
+    assert best_models(results, "recall@10") == {"mostpop", "ctmvm"}  # a tie: both win
+    md = render_markdown(results)
+    rows = model_rows(section(md, "## Test metrics"))
+    ctmvm, mostpop = rows["`ctmvm`"], rows["`mostpop`"]
+    assert "**0.3100 ± 0.0141**" in ctmvm  # P@10: mean 0.31, std 0.02 / √2
+    assert "| 0.1000 ± 0.0000 |" in mostpop
+    assert "**0.9000 ± 0.0000**" in mostpop and "| 0.8000 ± 0.0000 |" in ctmvm  # HR@10
+    assert mostpop.count("**0.5000 ± 0.0000**") == 1 and "**0.5000 ± 0.0000**" in ctmvm
+    assert "11.00 ± 1.41" in ctmvm  # train seconds, never bolded
+    assert "**0.00" not in mostpop
+    assert "# Benchmark on handmade" in md
+    assert "| model | P@5 | P@10 | P@20 | R@5 |" in md
+
+
+def test_markdown_improvement_and_ablation_sections():
+    results = make_results(
+        {
+            "youtube": at10([0.20, 0.20], [0.4, 0.4], [0.5, 0.5], [0.20, 0.20]),
+            "sve": at10([0.22, 0.22], [0.4, 0.4], [0.5, 0.5], [0.25, 0.25]),
+            "ctmvm": at10([0.30, 0.30], [0.44, 0.44], [0.6, 0.6], [0.24, 0.24]),
+        }
+    )
+    md = render_markdown(results)
+    # ctmvm over youtube: P +50%, R +10%, HR +20%, NDCG +20% -> mean +25%
+    assert "| `youtube` | +50.0% | +10.0% | +20.0% | +20.0% | +25.0% |" in md
+    # ctmvm over sve: P 0.30/0.22 - 1 = +36.4%, NDCG 0.24/0.25 - 1 = -4.0%; mean +15.6%
+    assert "| `sve` | +36.4% | +10.0% | +20.0% | -4.0% | +15.6% |" in md
+    assert "## Ablation: youtube → sve → sve_pkm → ctmvm" in md
+    assert "not run: sve_pkm" in md
+    sve_row = next(line for line in md.splitlines() if line.startswith("| `sve` | + SVE"))
+    assert "+0.0500 (+25.0%)" in sve_row and "+0.0200 (+10.0%)" in sve_row
+    assert sve_row.endswith("| helps |")  # one std of 0: noise cannot be claimed
+    ctmvm_row = next(line for line in md.splitlines() if line.startswith("| `ctmvm` | + PKM"))
+    assert "+ PKM (one privileged view) + AMVM" in ctmvm_row  # sve_pkm's step merged in
+    assert ctmvm_row.endswith("| mixed |")  # NDCG -0.01, P +0.08
+    assert "AvgShapley@10" not in md  # no such metric here: no section
+
+
+def test_markdown_without_ctmvm_says_why_there_is_no_improvement_table():
+    results = make_results(
+        {
+            "mostpop": {**at10([0.1], [0.1], [0.1], [0.1]), "avg_shapley@10": [0.07]},
+            "youtube": at10([0.2], [0.2], [0.2], [0.2]),
+        }
+    )
+    md = render_markdown(results)
+    assert "_ctmvm was not run: no improvement table._" in md
+    assert "_needs at least two of youtube, sve, sve_pkm, ctmvm; ran: youtube._" in md
+    assert "| `mostpop` | 0.0700 ± 0.0000 |" in md  # tag quality, where reported
+    assert "| `youtube` | n/a |" in md
+
+
+def test_plot_is_a_png(tmp_path: Path):
+    results = make_results(
+        {
+            "youtube": at10([0.2, 0.3], [0.4, 0.4], [0.5, 0.6], [0.2, 0.2]),
+            "ctmvm": at10([0.3, 0.3], [0.5, 0.5], [0.6, 0.6], [0.24, 0.26]),
+        }
+    )
+    plot_results(results, tmp_path / "r.png")
+    data = (tmp_path / "r.png").read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+# --------------------------------------------------------------------- argument parsing
+def test_parse_models_and_seeds():
+    assert parse_models(" ctmvm, mostpop") == ["ctmvm", "mostpop"]
+    assert parse_seeds("0, 1,2") == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"unknown model\(s\) 'nope'.*valid models: mostpop"):
+        parse_models("mostpop,nope")
+    with pytest.raises(ValueError, match="duplicate entries youtube"):
+        parse_models("youtube,ctmvm,youtube")
+    with pytest.raises(ValueError, match="empty entries"):
+        parse_models("youtube,,ctmvm")
+    with pytest.raises(ValueError, match=r"seeds must be integers, got '1\.5'"):
+        parse_seeds("0,1.5")
+    with pytest.raises(ValueError, match="non-negative"):
+        parse_seeds("-1")
+    with pytest.raises(ValueError, match="duplicate seeds"):
+        parse_seeds("1,01")
+
+
+# ------------------------------------------------------------------------ CLI smoke run
+SMOKE_MODELS = ("mostpop", "userpop", "youtube", "ctmvm")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data")
+    argv = ["prepare", "--dataset", "synthetic", "--users", "200", "--items", "80"]
+    assert main([*argv, "--tags", "30", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def bench(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["benchmark", "--data", str(prepared), "--models", ",".join(SMOKE_MODELS)]
+    argv += ["--seeds", "0,1", "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+def test_smoke_writes_every_run_and_results_json(bench: Path, prepared: Path):
+    for model in SMOKE_MODELS:
+        for seed in (0, 1):
+            assert (bench / "runs" / model / f"seed{seed}" / "metrics.json").is_file()
+    results = json.loads((bench / "results.json").read_text())
+    assert results["models"] == list(SMOKE_MODELS)
+    assert results["seeds"] == [0, 1]
+    assert results["complete"] is True
+    assert results["dataset"]["dataset"] == "synthetic"
+    assert results["timestamp"] and "--models mostpop,userpop,youtube,ctmvm" in results["command"]
+    for model in SMOKE_MODELS:
+        metrics = results["results"][model]["metrics"]
+        for key in ("precision@5", "recall@10", "hr@20", "ndcg@10", "train_seconds"):
+            entry = metrics[key]
+            assert len(entry["values"]) == 2
+            assert entry["mean"] == pytest.approx(sum(entry["values"]) / 2)
+            assert entry["std"] == pytest.approx(
+                abs(entry["values"][0] - entry["values"][1]) / 2**0.5
+            )
+        per_run = json.loads((bench / "runs" / model / "seed1" / "metrics.json").read_text())
+        assert metrics["ndcg@10"]["values"][1] == pytest.approx(per_run["ndcg@10"])
+    # counting models do not depend on the seed
+    assert results["results"]["mostpop"]["metrics"]["ndcg@10"]["std"] == 0.0
+
+
+def test_smoke_markdown_and_png(bench: Path):
+    md = (bench / "results.md").read_text()
+    assert "# Benchmark on synthetic" in md
+    assert "| model | P@5 | P@10 | P@20 |" in md and "NDCG@20 | train s |" in md
+    for model in SMOKE_MODELS:
+        assert f"| `{model}` |" in md
+    assert "## Relative improvement of ctmvm over each model" in md
+    assert "| `youtube` | " in md.split("Relative improvement")[1]
+    assert "not run: sve, sve_pkm" in md
+    assert "| `ctmvm` | + SVE sample weights + PKM (one privileged view) + AMVM" in md
+    assert "**" in md and " ± " in md
+    png = (bench / "results.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 10_000
+
+
+@pytest.mark.parametrize(
+    ("models", "seeds", "message"),
+    [
+        ("mostpop,bogus", "0", "unknown model(s) 'bogus'"),
+        ("mostpop", "0,x", "seeds must be integers, got 'x'"),
+        ("mostpop,mostpop", "0", "duplicate entries mostpop"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_problem(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture, models, seeds, message
+):
+    out = tmp_path / "never"
+    argv = ["benchmark", "--data", str(prepared), "--models", models, "--seeds", seeds]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    if "unknown" in message:
+        assert "valid models: mostpop, userpop, youtube, utpm, sve, sve_pkm, ctmvm" in err
+    assert not out.exists()  # nothing trained before the check
+
+
+def test_a_failed_run_leaves_a_report_of_the_finished_ones(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    calls: list[tuple[str, int]] = []
+
+    def fake_run_training(data, data_dir, model, config, *, seed, device, out, progress):
+        calls.append((model, seed))
+        if model == "ctmvm":
+            raise ValueError("ctmvm diverged")
+        out.mkdir(parents=True)
+        return {"precision@10": 0.1 + seed, "ndcg@10": 0.4, "train_seconds": 1.0, "test_users": 40}
+
+    monkeypatch.setattr("training.commands.benchmark.run_training", fake_run_training)
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--data", str(prepared), "--models", "youtube,ctmvm", "--seeds", "0,1"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "ctmvm diverged" in capsys.readouterr().err
+    assert calls == [("youtube", 0), ("youtube", 1), ("ctmvm", 0)]
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is False and list(results["results"]) == ["youtube"]
+    assert results["results"]["youtube"]["metrics"]["precision@10"]["values"] == [0.1, 1.1]
+    md = (out / "results.md").read_text()
+    assert "**incomplete**" in md and "_ctmvm was not run: no improvement table._" in md
+    assert (out / "results.png").read_bytes().startswith(PNG_MAGIC)

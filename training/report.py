@@ -1,0 +1,379 @@
+"""Benchmark reporting: aggregate per-seed metrics, render markdown, draw the @10 bar chart.
+
+Everything here is a pure function of plain dicts (what ``results.json`` holds), so the
+report can be re-rendered from a saved ``results.json`` and tested on hand-made numbers
+without training anything.
+
+``results`` layout (written by ``python -m training benchmark``)::
+
+    {"command": str, "timestamp": str, "data": str, "dataset": {meta.json},
+     "seeds": [int], "models": [str], "device": str, "epochs": int | None,
+     "complete": bool, "hyperparameters": {model: {...}},
+     "results": {model: {"seeds": [int], "runs": {seed: run_dir},
+                         "metrics": {key: {"mean": float, "std": float,
+                                           "values": [float]}}}}}
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from training.metrics import KS, METRICS
+
+SHORT = {"precision": "P", "recall": "R", "hr": "HR", "ndcg": "NDCG"}
+AT10 = tuple(f"{m}@10" for m in METRICS)
+TARGET = "ctmvm"
+ABLATION_CHAIN = ("youtube", "sve", "sve_pkm", "ctmvm")
+ABLATION_STEP = {
+    "youtube": "main MLP on X_u, X_t",
+    "sve": "+ SVE sample weights",
+    "sve_pkm": "+ PKM (one privileged view)",
+    "ctmvm": "+ AMVM (N privileged views)",
+}
+ABLATION_METRICS = ("ndcg@10", "precision@10")
+EXTRA_METRICS = {"avg_shapley@10": "AvgShapley@10", "tag_privileged_hr@10": "Tag_Privileged_HR@10"}
+DIGITS = 4
+
+PerSeed = Mapping[int, Mapping[str, Any]]
+
+
+# ----------------------------------------------------------------------- aggregation
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1); std is 0 for a single value, where it is undefined."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_std needs at least one value")
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def aggregate(per_seed: PerSeed) -> dict[str, Any]:
+    """One model's per-seed metric dicts -> ``{"seeds", "metrics": {key: mean/std/values}}``.
+
+    Only numeric metrics present in every seed are aggregated, so a key that a run did not
+    report never gets a mean over fewer seeds than the table claims.
+    """
+    seeds = sorted(per_seed)
+    if not seeds:
+        raise ValueError("aggregate needs at least one seed")
+    common = set.intersection(*(set(per_seed[s]) for s in seeds))
+    metrics: dict[str, dict[str, Any]] = {}
+    for key in sorted(common):
+        values = [per_seed[s][key] for s in seeds]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            continue
+        values = [float(v) for v in values]
+        mean, std = mean_std(values)
+        metrics[key] = {"mean": mean, "std": std, "values": values}
+    return {"seeds": seeds, "metrics": metrics}
+
+
+def metric_mean(results: Mapping[str, Any], model: str, key: str) -> float | None:
+    entry = results["results"].get(model, {}).get("metrics", {}).get(key)
+    return None if entry is None else entry["mean"]
+
+
+def relative_improvement(target: float, other: float) -> float | None:
+    """(target − other) / other; None when ``other`` is 0 (no meaningful ratio)."""
+    return None if other == 0 else (target - other) / other
+
+
+def improvements(
+    results: Mapping[str, Any], target: str = TARGET, keys: Sequence[str] = AT10
+) -> dict[str, dict[str, float | None]]:
+    """Relative improvement of ``target`` over every other model per key, plus ``mean``
+    (over the keys where the ratio is defined; None if none is)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for model in results["models"]:
+        if model == target or model not in results["results"]:
+            continue
+        row: dict[str, float | None] = {}
+        for key in keys:
+            t, m = metric_mean(results, target, key), metric_mean(results, model, key)
+            row[key] = None if t is None or m is None else relative_improvement(t, m)
+        defined = [v for v in row.values() if v is not None]
+        row["mean"] = math.fsum(defined) / len(defined) if defined else None
+        out[model] = row
+    return out
+
+
+def verdict(deltas: Sequence[float]) -> str:
+    """Helps when every metric improves, hurts when every one drops, else mixed."""
+    if all(d == 0 for d in deltas):
+        return "no change"
+    if all(d > 0 for d in deltas):
+        return "helps"
+    if all(d < 0 for d in deltas):
+        return "hurts"
+    return "mixed"
+
+
+def within_noise(deltas: Sequence[float], stds: Sequence[tuple[float, float]]) -> bool:
+    """True when every |Δ| ≤ √(std_before² + std_after²): the seeds cannot tell the two
+    apart. Never true without a std estimate (one seed: all stds are 0)."""
+    if all(a == 0 and b == 0 for a, b in stds):
+        return False
+    return all(abs(d) <= math.hypot(a, b) for d, (a, b) in zip(deltas, stds, strict=True))
+
+
+def ablation(
+    results: Mapping[str, Any],
+    chain: Sequence[str] = ABLATION_CHAIN,
+    keys: Sequence[str] = ABLATION_METRICS,
+) -> list[dict[str, Any]]:
+    """Steps between consecutive models of ``chain`` that were run (a missing model is
+    skipped, so a step may add several components); each with deltas and the verdict."""
+    present = [m for m in chain if m in results["results"]]
+    steps = []
+    for before, after in itertools.pairwise(present):
+        deltas, stds = [], []
+        for key in keys:
+            a = results["results"][before]["metrics"][key]
+            b = results["results"][after]["metrics"][key]
+            deltas.append(b["mean"] - a["mean"])
+            stds.append((a["std"], b["std"]))
+        steps.append(
+            {
+                "from": before,
+                "to": after,
+                "delta": dict(zip(keys, deltas, strict=True)),
+                "verdict": verdict(deltas),
+                "within_noise": within_noise(deltas, stds),
+            }
+        )
+    return steps
+
+
+# -------------------------------------------------------------------------- markdown
+def fmt_mean_std(entry: Mapping[str, float] | None, digits: int = DIGITS) -> str:
+    if entry is None:
+        return "n/a"
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+
+
+def fmt_percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f}%"
+
+
+def fmt_delta(delta: float, before: float) -> str:
+    relative = relative_improvement(before + delta, before)
+    return f"{delta:+.{DIGITS}f} ({fmt_percent(relative)})"
+
+
+def label(key: str) -> str:
+    """``ndcg@10`` -> ``NDCG@10``."""
+    name, _, k = key.partition("@")
+    return f"{SHORT.get(name, name)}@{k}"
+
+
+def best_models(results: Mapping[str, Any], key: str, digits: int = DIGITS) -> set[str]:
+    """Models whose mean of ``key`` is the highest as displayed (ties all win)."""
+    shown = {
+        m: round(v, digits)
+        for m in results["models"]
+        if (v := metric_mean(results, m, key)) is not None
+    }
+    if not shown:
+        return set()
+    top = max(shown.values())
+    return {m for m, v in shown.items() if v == top}
+
+
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], text: Sequence[int] = (0,)
+) -> list[str]:
+    """A markdown table: the ``text`` columns left-aligned, the others (numbers) right."""
+    left = {i % len(header) for i in text}
+    sep = [":---" if i in left else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def main_table(results: Mapping[str, Any]) -> list[str]:
+    """One row per model, P/R/HR/NDCG @5,@10,@20 as mean ± std, the best mean in bold."""
+    keys = [f"{m}@{k}" for m in METRICS for k in KS]
+    best = {key: best_models(results, key) for key in keys}
+    rows = []
+    for model in results["models"]:
+        if model not in results["results"]:
+            continue
+        metrics = results["results"][model]["metrics"]
+        cells = [f"`{model}`"]
+        for key in keys:
+            text = fmt_mean_std(metrics.get(key))
+            cells.append(f"**{text}**" if model in best[key] else text)
+        cells.append(fmt_mean_std(metrics.get("train_seconds"), digits=2))
+        rows.append(cells)
+    return _table(["model", *map(label, keys), "train s"], rows)
+
+
+def improvement_section(results: Mapping[str, Any]) -> list[str]:
+    lines = [f"## Relative improvement of {TARGET} over each model", ""]
+    if TARGET not in results["results"]:
+        return [*lines, f"_{TARGET} was not run: no improvement table._"]
+    table = improvements(results)
+    if not table:
+        return [*lines, f"_only {TARGET} was run: nothing to compare with._"]
+    lines += [f"(({TARGET} − model) / model on the mean over seeds; n/a where model is 0)", ""]
+    rows = [
+        [f"`{m}`", *(fmt_percent(row[k]) for k in AT10), fmt_percent(row["mean"])]
+        for m, row in table.items()
+    ]
+    return lines + _table(["vs model", *map(label, AT10), "mean of the four"], rows)
+
+
+def step_label(before: str, after: str, chain: Sequence[str] = ABLATION_CHAIN) -> str:
+    """What ``after`` adds to ``before``: every chain component between them (a model that
+    was not run merges its component into the next step)."""
+    added = chain[chain.index(before) + 1 : chain.index(after) + 1]
+    return " ".join(ABLATION_STEP[m] for m in added)
+
+
+def ablation_section(results: Mapping[str, Any]) -> list[str]:
+    lines = ["## Ablation: " + " → ".join(ABLATION_CHAIN), ""]
+    present = [m for m in ABLATION_CHAIN if m in results["results"]]
+    if len(present) < 2:
+        ran = ", ".join(present) or "none"
+        return [*lines, f"_needs at least two of {', '.join(ABLATION_CHAIN)}; ran: {ran}._"]
+    missing = [m for m in ABLATION_CHAIN if m not in present]
+    if missing:
+        skipped = ", ".join(missing)
+        lines += [f"_not run: {skipped}; a skipped component counts in the next step run._", ""]
+    steps = {s["to"]: s for s in ablation(results)}
+    n_seeds = len(results.get("seeds", []))
+    header = ["model", "step"]
+    for key in ABLATION_METRICS:
+        header += [label(key), f"Δ {label(key)}"]
+    header.append("verdict")
+    rows = []
+    for model in present:
+        metrics = results["results"][model]["metrics"]
+        step = steps.get(model)
+        row = [f"`{model}`", step_label(step["from"], model) if step else ABLATION_STEP[model]]
+        for key in ABLATION_METRICS:
+            row.append(fmt_mean_std(metrics[key]))
+            if step is None:
+                row.append("")
+            else:
+                before = results["results"][step["from"]]["metrics"][key]["mean"]
+                row.append(fmt_delta(step["delta"][key], before))
+        if step is None:
+            row.append("baseline")
+        else:
+            noise = " (within seed noise)" if step["within_noise"] else ""
+            row.append(f"{step['verdict']}{noise}")
+        rows.append(row)
+    lines += _table(header, rows, text=(0, 1, -1))
+    noise_rule = (
+        "a step is *within seed noise* when every |Δ| ≤ √(std_before² + std_after²)"
+        if n_seeds >= 2
+        else "one seed: no noise estimate"
+    )
+    lines += [
+        "",
+        f"Verdict on NDCG@10 and P@10: helps = both rise, hurts = both fall, else mixed; "
+        f"{noise_rule}.",
+    ]
+    return lines
+
+
+def extra_section(results: Mapping[str, Any]) -> list[str]:
+    """AvgShapley@10 / Tag_Privileged_HR@10 (paper appendix A) for models that report them."""
+    keys = [k for k in EXTRA_METRICS if any(k in r["metrics"] for r in results["results"].values())]
+    if not keys:
+        return []
+    rows = [
+        [f"`{m}`", *(fmt_mean_std(results["results"][m]["metrics"].get(k)) for k in keys)]
+        for m in results["models"]
+        if m in results["results"]
+    ]
+    return [
+        "## Tag quality (paper appendix A)",
+        "",
+        *_table(["model", *(EXTRA_METRICS[k] for k in keys)], rows),
+    ]
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    """The whole ``results.md``: header, main table, improvement, ablation, tag quality."""
+    meta = results.get("dataset", {})
+    name = meta.get("dataset", "?")
+    seeds = results.get("seeds", [])
+    test_users = {
+        int(r["metrics"]["test_users"]["mean"])
+        for r in results["results"].values()
+        if "test_users" in r["metrics"]
+    }
+    lines = [
+        f"# Benchmark on {name}",
+        "",
+        f"- data: `{results.get('data', '?')}` (data set `{name}`, family "
+        f"`{meta.get('family', '?')}`)",
+        f"- seeds: {', '.join(map(str, seeds))} (mean ± sample std over seeds)",
+        f"- test users: {', '.join(map(str, sorted(test_users))) or '?'}",
+        f"- epochs: {results.get('epochs') or 'from the config'}; "
+        f"device: {results.get('device', '?')}",
+        f"- command: `{results.get('command', '?')}`",
+        f"- timestamp: {results.get('timestamp', '?')}",
+    ]
+    if not results.get("complete", True):
+        lines.append("- **incomplete**: the benchmark has not finished every run")
+    lines += [
+        "",
+        "## Test metrics",
+        "",
+        *main_table(results),
+        "",
+        "Best mean per column in bold; `train s` is training wall time in seconds.",
+        "",
+        *improvement_section(results),
+        "",
+        *ablation_section(results),
+    ]
+    extra = extra_section(results)
+    if extra:
+        lines += ["", *extra]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- plot
+def plot_results(results: Mapping[str, Any], path: Path) -> None:
+    """Grouped bars: one group per @10 metric, one bar per model, std as error bars."""
+    models = [m for m in results["models"] if m in results["results"]]
+    n = max(len(models), 1)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(9.0, 0.9 * n + 5), 4.8), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for i, model in enumerate(models):
+        metrics = results["results"][model]["metrics"]
+        means = [metrics[k]["mean"] if k in metrics else 0.0 for k in AT10]
+        stds = [metrics[k]["std"] if k in metrics else 0.0 for k in AT10]
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(AT10))]
+        ax.bar(
+            xs, means, width, yerr=stds, capsize=3, label=model, color=cmap(i % 10),
+            edgecolor="black", linewidth=0.4,
+        )  # fmt: skip
+    ax.set_xticks(range(len(AT10)), [label(k) for k in AT10], fontsize=11)
+    ax.set_ylabel("test score (mean over seeds)")
+    ax.set_ylim(0, min(1.05, max(ax.get_ylim()[1], 0.05)))
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    name = results.get("dataset", {}).get("dataset", "?")
+    n_seeds = len(results.get("seeds", []))
+    ax.set_title(f"{name}: test metrics @10, mean ± std over {n_seeds} seed(s)")
+    ax.legend(title="model", fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
