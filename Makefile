@@ -27,8 +27,10 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: install ## the main job (grows with the project): prepare a synthetic world
+demo: install ## the main job (grows with the project): synthetic world -> prepared data -> CTMVM
 	$(BIN)/python -m training prepare --dataset synthetic --out $(ARTIFACTS)/data/synthetic
+	$(BIN)/python -m training train --data $(ARTIFACTS)/data/synthetic --model ctmvm \
+		--out $(ARTIFACTS)/runs/synthetic-ctmvm --epochs 5
 
 prepare-real: install ## prepare both shared real data sets (where ../shared/datasets exists)
 	$(BIN)/python -m training prepare --dataset movielens \

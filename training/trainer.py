@@ -146,8 +146,8 @@ def train_model(
     """Train ``name`` on the train users, selecting the epoch on the validation users."""
     dev = pick_device(device)
     rng = set_determinism(seed)
-    store = FeatureStore(data, config["max_history"], dev)
     if name not in LEARNED:
+        store = FeatureStore(data, config["max_history"], dev)
         return TrainResult(counting_model(data, name).to(dev), config), store
 
     data = augment_train_users(data, config.get("augment_cuts", []))
@@ -165,26 +165,9 @@ def train_model(
     started = time.perf_counter()
     epochs = tqdm(range(1, config["epochs"] + 1), desc=f"train {name}", disable=not progress)
     for epoch in epochs:
-        model.train()
-        epoch_rows, group, batches = _epoch(rows, config, data.n_tags, rng)
-        total, parts_sum, n_batches = 0.0, {}, 0
-        for batch_index in batches:
-            batch = _make_batch(epoch_rows, group, batch_index, store, items, dev)
-            loss, parts = model.loss(batch)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach())
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v
-            n_batches += 1
+        losses = _train_epoch(model, optimiser, rows, config, data.n_tags, rng, store, items)
         valid = evaluate(model, store, data, valid_users, valid_truth)
-        record = {
-            "epoch": epoch,
-            "loss": total / max(n_batches, 1),
-            **{f"loss_{k}": v / max(n_batches, 1) for k, v in parts_sum.items()},
-            **{f"valid_{k}": v for k, v in valid.items()},
-        }
+        record = {"epoch": epoch, **losses, **{f"valid_{k}": v for k, v in valid.items()}}
         result.history.append(record)
         score = valid[SELECTION_METRIC]
         epochs.set_postfix(loss=f"{record['loss']:.4f}", valid_ndcg10=f"{score:.4f}")
@@ -199,6 +182,33 @@ def train_model(
     if best_state is not None:
         model.load_state_dict(best_state)
     return result, store
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    rows: TrainingRows,
+    config: dict,
+    n_tags: int,
+    rng: np.random.Generator,
+    store: FeatureStore,
+    items: ItemStore,
+) -> dict[str, float]:
+    """One pass over the shuffled rows; returns the mean loss and its parts."""
+    model.train()
+    device = next(model.parameters()).device
+    epoch_rows, group, batches = _epoch(rows, config, n_tags, rng)
+    sums: dict[str, float] = {}
+    for batch_index in batches:
+        batch = _make_batch(epoch_rows, group, batch_index, store, items, device)
+        loss, parts = model.loss(batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        for key, value in {"loss": float(loss.detach()), **parts}.items():
+            sums[key] = sums.get(key, 0.0) + value
+    n = max(len(batches), 1)
+    return {(k if k == "loss" else f"loss_{k}"): v / n for k, v in sums.items()}
 
 
 def _epoch(
