@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import torch
 from torch import nn
 
@@ -36,6 +37,7 @@ def plot_training_curve(history: list[dict], best_epoch: int, path: Path, title:
     epochs = [h["epoch"] for h in history]
     loss_ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="train loss")
     loss_ax.set_xlabel("epoch")
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_ax.set_ylabel("training loss", color="tab:blue")
     ndcg_ax = loss_ax.twinx()
     ndcg_ax.plot(
