@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training.commands import benchmark, prepare, train
+from training.commands import benchmark, export, prepare, train
 
-COMMANDS = {"prepare": prepare, "train": train, "benchmark": benchmark}
+COMMANDS = {"prepare": prepare, "train": train, "benchmark": benchmark, "export": export}
 
 
 def build_parser() -> argparse.ArgumentParser:

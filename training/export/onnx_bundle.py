@@ -1,0 +1,226 @@
+"""Write a model bundle (DESIGN §5): model.onnx, manifest.json, themes.json, users.jsonl.
+
+The ONNX graph is the inference path only: user feature bags in, ``scores`` for every tag
+out. It takes no input about the target item (no privileged features), and CTMVM's
+supplementary network is not part of it. The export verifies itself: ``onnx.checker``,
+then onnxruntime against the torch model on real users; a difference above the tolerance
+aborts the export and leaves no bundle behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+from training.data.processed import ProcessedDataset
+from training.export.catalogue import (
+    build_themes,
+    user_feature_records,
+    write_themes_json,
+    write_users_jsonl,
+)
+from training.export.folded import inference_module
+from training.models import LEARNED, build_model
+from training.runs import CHECKPOINT
+from training.trainer import FeatureStore, counting_model, dims_of
+
+FORMAT_VERSION = 1
+OPSET = 18
+
+
+class ExportError(RuntimeError):
+    """The export cannot produce a faithful bundle."""
+
+
+class _Positional(nn.Module):
+    """ONNX inputs are positional: map them back to the named user batch."""
+
+    def __init__(self, module: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.module, self.names = module, names
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.module(dict(zip(self.names, inputs, strict=True)))
+
+
+def load_run(run_dir: Path, data_dir: Path | None) -> tuple[dict, ProcessedDataset, nn.Module]:
+    """The checkpoint, its prepared data set and the rebuilt model (eval mode, CPU)."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: is {run_dir} a `training train` run?")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    data = ProcessedDataset.load(Path(data_dir or checkpoint["data_dir"]))
+    config, name = checkpoint["config"], checkpoint["model"]
+    store = FeatureStore(data, config["max_history"], torch.device("cpu"))
+    if name in LEARNED:
+        model = build_model(name, dims_of(data, store), config)
+    else:
+        model = counting_model(data, name)
+    model.load_state_dict(checkpoint["state_dict"])
+    return checkpoint, data, model.eval()
+
+
+def export_onnx(module: nn.Module, example: dict[str, Tensor], path: Path) -> None:
+    """torch.export -> ONNX with a dynamic batch and dynamic history lengths."""
+    names = list(example)
+    batch = torch.export.Dim("batch", min=1)
+    lengths: dict[str, Any] = {}
+    shapes = []
+    for name in names:
+        if name == "attributes":
+            shapes.append({0: batch})
+            continue
+        bag = name.removesuffix("_w")
+        lengths.setdefault(bag, torch.export.Dim(f"{bag}_len", min=1))
+        shapes.append({0: batch, 1: lengths[bag]})
+    torch.onnx.export(
+        _Positional(module, names),
+        tuple(example[n] for n in names),
+        str(path),
+        input_names=names,
+        output_names=["scores"],
+        dynamic_shapes=[tuple(shapes)],
+        opset_version=OPSET,
+        dynamo=True,
+        verbose=False,
+    )
+    # one self-contained file: the exporter may put the weights next to it
+    onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=False)
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parity(path: Path, model: nn.Module, user: dict[str, Tensor]) -> float:
+    """Max |onnxruntime - torch| of the scores of the given users."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: user[i.name].numpy() for i in session.get_inputs()}
+    got = session.run(["scores"], feeds)[0]
+    with torch.no_grad():
+        expected = model.score_all(user).numpy()
+    return float(np.abs(got - expected).max())
+
+
+def user_inputs(store: FeatureStore, users: Tensor) -> dict[str, Tensor]:
+    """The ONNX inputs of some users; ``attributes`` only when the data set has any."""
+    batch = store.gather(users)
+    if batch["attributes"].shape[1] == 0:
+        del batch["attributes"]
+    return batch
+
+
+def export_bundle(
+    run_dir: Path,
+    out: Path,
+    *,
+    data_dir: Path | None = None,
+    fold: bool = True,
+    parity_users: int = 256,
+    tolerance: float = 1e-4,
+    max_themes: int = 200,
+) -> dict[str, Any]:
+    """Export ``run_dir`` to the bundle directory ``out``; returns the manifest."""
+    checkpoint, data, model = load_run(run_dir, data_dir)
+    store = FeatureStore(data, checkpoint["config"]["max_history"], torch.device("cpu"))
+    module = inference_module(model, fold=fold)
+    users = np.r_[data.users_in("test"), data.users_in("valid"), data.users_in("train")]
+    check = user_inputs(store, torch.as_tensor(users[:parity_users], dtype=torch.int64))
+    with torch.no_grad():
+        folded_diff = float((module(check) - model.score_all(check)).abs().max())
+    if folded_diff > tolerance:
+        raise ExportError(f"folded graph differs from the model by {folded_diff:.2e}")
+    out = Path(out)
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        staging = Path(tmp)
+        model_path = staging / "model.onnx"
+        export_onnx(module, user_inputs(store, torch.arange(min(8, data.n_users))), model_path)
+        onnx.checker.check_model(str(model_path), full_check=True)
+        max_diff = parity(model_path, model, check)
+        if not max_diff <= tolerance:
+            raise ExportError(
+                f"onnxruntime scores differ from torch by {max_diff:.2e} > {tolerance:.0e} "
+                f"on {len(users[:parity_users])} users; no bundle written"
+            )
+        write_themes_json(staging / "themes.json", build_themes(data, max_themes=max_themes))
+        write_users_jsonl(
+            staging / "users.jsonl",
+            user_feature_records(data, checkpoint["config"]["max_history"]),
+        )
+        manifest = _manifest(checkpoint, data, store, run_dir, staging, max_diff, tolerance)
+        manifest["parity"]["users"] = int(min(parity_users, len(users)))
+        (staging / "manifest.json").write_text(
+            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(staging, out)
+    return manifest
+
+
+def _manifest(
+    checkpoint: dict,
+    data: ProcessedDataset,
+    store: FeatureStore,
+    run_dir: Path,
+    staging: Path,
+    max_diff: float,
+    tolerance: float,
+) -> dict[str, Any]:
+    created = datetime.now(UTC).replace(microsecond=0)
+    model_sha = sha256(staging / "model.onnx")
+    name = checkpoint["model"]
+    inputs = []
+    for input_name, tensor in user_inputs(store, torch.arange(1)).items():
+        feature = (
+            "attributes" if input_name == "attributes"
+            else input_name.removeprefix("hist_").removesuffix("_w")
+        )  # fmt: skip
+        inputs.append(
+            {
+                "name": input_name,
+                "dtype": "float32" if tensor.dtype == torch.float32 else "int64",
+                "shape": ["batch", int(tensor.shape[1])],
+                "feature": feature,
+                "role": "weights" if input_name.endswith("_w") else "ids",
+            }
+        )
+    metrics_path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    files = {
+        f.name: {"sha256": sha256(f), "bytes": f.stat().st_size}
+        for f in sorted(staging.iterdir())
+        if f.name != "manifest.json"
+    }
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_name": name,
+        "model_version": f"{name}-{created.strftime('%Y%m%dT%H%M%SZ')}-{model_sha[:8]}",
+        "created_at": created.isoformat(),
+        "dataset": data.meta,
+        "tags": list(data.tag_names),
+        "max_history": int(checkpoint["config"]["max_history"]),
+        "inputs": inputs,
+        "outputs": [{"name": "scores", "dtype": "float32", "shape": ["batch", data.n_tags]}],
+        "privileged": {f: list(v) for f, v in data.privileged_names.items()},
+        "attributes": {a: list(v) for a, v in data.attribute_names.items()},
+        "metrics": metrics,
+        "parity": {"max_abs_diff": max_diff, "tolerance": tolerance},
+        "files": files,
+    }
