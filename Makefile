@@ -27,10 +27,12 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: install ## the main job (grows with the project): synthetic world -> prepared data -> CTMVM
+demo: install ## the main job (grows with the project): synthetic world -> CTMVM -> bundle
 	$(BIN)/python -m training prepare --dataset synthetic --out $(ARTIFACTS)/data/synthetic
 	$(BIN)/python -m training train --data $(ARTIFACTS)/data/synthetic --model ctmvm \
 		--out $(ARTIFACTS)/runs/synthetic-ctmvm --epochs 5
+	$(BIN)/python -m training export --run $(ARTIFACTS)/runs/synthetic-ctmvm \
+		--out $(ARTIFACTS)/bundles/synthetic-ctmvm
 
 prepare-real: install ## prepare both shared real data sets (where ../shared/datasets exists)
 	$(BIN)/python -m training prepare --dataset movielens \

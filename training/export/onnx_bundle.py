@@ -171,6 +171,7 @@ def export_bundle(
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(staging, out)
+        out.chmod(0o755)  # the staging directory is private (0700); the bundle is not
     return manifest
 
 
