@@ -94,3 +94,8 @@ def test_processed_dataset_round_trip_and_reproducible_files(tmp_path):
 def test_loading_a_directory_that_is_not_a_prepared_dataset_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="training prepare"):
         ProcessedDataset.load(tmp_path)
+
+
+def test_ragged_concat_appends_rows():
+    a, b = Ragged.from_lists([[1], [2, 3]]), Ragged.from_lists([[], [4]])
+    assert a.concat(b).to_lists() == [[1], [2, 3], [], [4]]

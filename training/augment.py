@@ -20,8 +20,7 @@ import numpy as np
 
 from training import sve
 from training.data.processed import TRAIN, ProcessedDataset
-from training.data.ragged import Ragged
-from training.protocol import _history_lengths
+from training.protocol import history_lengths
 
 
 def augment_train_users(data: ProcessedDataset, cuts: list[float]) -> ProcessedDataset:
@@ -50,10 +49,7 @@ def augment_train_users(data: ProcessedDataset, cuts: list[float]) -> ProcessedD
     source = np.concatenate(rows_of_views)
     base = len(data.inter_item)
     copies = data.inter_tags.take(source)
-    inter_tags = Ragged(
-        np.concatenate([data.inter_tags.offsets, copies.offsets[1:] + data.inter_tags.offsets[-1]]),
-        np.concatenate([data.inter_tags.values, copies.values]),
-    )
+    inter_tags = data.inter_tags.concat(copies)
     n_views = len(view_user)
     view_of_row = np.repeat(np.arange(n_views), np.diff(view_offsets))
     is_sample = np.arange(len(source)) >= np.repeat(np.asarray(view_cuts), np.diff(view_offsets))
@@ -100,4 +96,4 @@ def _cuts(time: np.ndarray, starts: np.ndarray, lengths: np.ndarray, cut: float)
     """History length of each view: the protocol's tie-safe cut applied to the history."""
     index = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths, strict=True)])
     offsets = np.r_[0, np.cumsum(lengths)]
-    return _history_lengths(time[index], offsets, cut)
+    return history_lengths(time[index], offsets, cut)

@@ -92,7 +92,7 @@ def prepare_dataset(
     user, item, label, time = user[order], item[order], label[order], time[order]
     coalitions = coalitions.take(order)
     offsets = _offsets(user, n_users)
-    history_len = _history_lengths(time, offsets, config.history_fraction)
+    history_len = history_lengths(time, offsets, config.history_fraction)
     is_sample = np.arange(len(user)) >= np.repeat(offsets[:-1] + history_len, np.diff(offsets))
     sampled = np.zeros(len(user), dtype=bool)
 
@@ -113,7 +113,7 @@ def prepare_dataset(
         label = np.concatenate([label, np.zeros(len(neg_user), dtype=np.int8)])
         is_sample = np.concatenate([is_sample, np.ones(len(neg_user), dtype=bool)])
         sampled = np.concatenate([sampled, np.ones(len(neg_user), dtype=bool)])
-        coalitions = _concat(coalitions, item_tags.take(neg_item))
+        coalitions = coalitions.concat(item_tags.take(neg_item))
         # history rows first, then samples by time; observed before drawn on equal times
         order = np.lexsort((item, sampled, time, is_sample, user))
         user, item, label, time = user[order], item[order], label[order], time[order]
@@ -210,7 +210,7 @@ def _split_users(n_users: int, config: ProtocolConfig, rng: np.random.Generator)
     return split
 
 
-def _history_lengths(time: np.ndarray, offsets: np.ndarray, fraction: float) -> np.ndarray:
+def history_lengths(time: np.ndarray, offsets: np.ndarray, fraction: float) -> np.ndarray:
     """Per user, how many of its time-sorted interactions are history.
 
     The target is round(fraction * n), at least 1 and at most n - 1. When the cut would fall
@@ -272,13 +272,6 @@ def _sample_negatives(
         neg_user[valid].astype(user.dtype),
         neg_item[valid].astype(np.int32),
         time[source][valid],
-    )
-
-
-def _concat(a: Ragged, b: Ragged) -> Ragged:
-    return Ragged(
-        np.concatenate([a.offsets, b.offsets[1:] + a.offsets[-1]]),
-        np.concatenate([a.values, b.values]),
     )
 
 

@@ -55,6 +55,13 @@ class Ragged:
     def empty(cls, n_rows: int) -> Ragged:
         return cls(np.zeros(n_rows + 1, dtype=np.int64), np.zeros(0, dtype=np.int32))
 
+    def concat(self, other: Ragged) -> Ragged:
+        """This array's rows followed by ``other``'s."""
+        return Ragged(
+            np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]),
+            np.concatenate([self.values, other.values]),
+        )
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
