@@ -44,7 +44,7 @@ def run_training(
     write_json(out / "history.json", result.history)
     save_checkpoint(
         out, model_name, result.model, config,
-        {"dataset": data.meta, "data_dir": str(data_dir), "seed": seed},
+        {"dataset": data.meta, "data_dir": str(Path(data_dir).resolve()), "seed": seed},
     )  # fmt: skip
     if model_name in LEARNED and result.history:
         plot_training_curve(

@@ -9,10 +9,13 @@ aborts the export and leaves no bundle behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import shutil
 import tempfile
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,7 +63,13 @@ def load_run(run_dir: Path, data_dir: Path | None) -> tuple[dict, ProcessedDatas
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: is {run_dir} a `training train` run?")
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    data = ProcessedDataset.load(Path(data_dir or checkpoint["data_dir"]))
+    data_dir = Path(data_dir or checkpoint["data_dir"])
+    if not data_dir.is_dir():
+        raise FileNotFoundError(
+            f"{data_dir}: the prepared data set {run_dir} was trained on is not there; "
+            "pass --data DIR"
+        )
+    data = ProcessedDataset.load(data_dir)
     config, name = checkpoint["config"], checkpoint["model"]
     store = FeatureStore(data, config["max_history"], torch.device("cpu"))
     if name in LEARNED:
@@ -84,17 +93,20 @@ def export_onnx(module: nn.Module, example: dict[str, Tensor], path: Path) -> No
         bag = name.removesuffix("_w")
         lengths.setdefault(bag, torch.export.Dim(f"{bag}_len", min=1))
         shapes.append({0: batch, 1: lengths[bag]})
-    torch.onnx.export(
-        _Positional(module, names),
-        tuple(example[n] for n in names),
-        str(path),
-        input_names=names,
-        output_names=["scores"],
-        dynamic_shapes=[tuple(shapes)],
-        opset_version=OPSET,
-        dynamo=True,
-        verbose=False,
-    )
+    # the exporter narrates every step and warns about axis renames: keep the CLI quiet
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Positional(module, names),
+            tuple(example[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=["scores"],
+            dynamic_shapes=[tuple(shapes)],
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
     # one self-contained file: the exporter may put the weights next to it
     onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=False)
     path.with_name(path.name + ".data").unlink(missing_ok=True)
