@@ -9,6 +9,9 @@ not match, model that failed its export parity check, ONNX graph that disagrees 
 manifest) is refused with a :class:`BundleError` naming the bundle and the exact problem,
 instead of serving wrong scores later.
 
+The manifest schema is a set of frozen pydantic dataclasses; pydantic's errors are turned
+into a :class:`BundleError` naming the key path (``inputs[2].dtype``) and expected vs found.
+
 This module must not import torch, onnx or anything from ``training``.
 """
 
@@ -18,13 +21,31 @@ import copy
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapSerializer,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic import dataclasses as pydantic_dataclasses
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 __all__ = [
     "MANIFEST_KEYS",
@@ -73,11 +94,6 @@ MANIFEST_KEYS: tuple[str, ...] = (
 """The keys of a format-1 manifest, all required, no others allowed (so a manifest
 round-trips exactly and a typo in the exporter cannot go unnoticed)."""
 
-_INPUT_KEYS = ("name", "dtype", "shape", "feature", "role")
-_OUTPUT_KEYS = ("name", "dtype", "shape")
-_PARITY_KEYS = ("max_abs_diff", "tolerance", "users")
-_FILE_KEYS = ("sha256", "bytes")
-
 # Manifest dtype (numpy spelling) -> onnxruntime NodeArg.type.
 _ORT_TYPES: Mapping[str, str] = MappingProxyType(
     {
@@ -89,7 +105,6 @@ _ORT_TYPES: Mapping[str, str] = MappingProxyType(
         "bool": "tensor(bool)",
     }
 )
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 
 Dim = int | str
@@ -106,33 +121,110 @@ class BundleError(Exception):
         super().__init__(f"model bundle {self.path}: {problem}")
 
 
-@dataclass(frozen=True)
+# --------------------------------------------------------------------------- schema
+
+# Not ConfigDict(strict=True): strict pydantic dataclasses refuse the JSON objects they
+# are parsed from. Strictness is per leaf type instead (Strict(), StrictInt, ...), so
+# e.g. "1" is not an integer and true is not a number.
+_CONFIG = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+
+def _problem(text: str) -> PydanticCustomError:
+    """A complete manifest problem (key included), reported as is."""
+    return PydanticCustomError("manifest", "{text}", {"text": text})
+
+
+def _expect(expected: str) -> WrapValidator:
+    """Report any failure of the value itself as 'expected <expected>'; problems deeper in
+    the value (a list item, an object key) keep their own key path and wording."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as e:
+            # union members add their own tag to loc: only a container has inner keys
+            if isinstance(value, list | dict) and any(err["loc"] for err in e.errors()):
+                raise
+            raise PydanticCustomError(
+                "expected", "expected {expected}", {"expected": expected}
+            ) from None
+
+    return WrapValidator(validate)
+
+
+def _known_dtype(value: str) -> str:
+    if value not in _ORT_TYPES:
+        raise ValueError(value)  # reworded by the enclosing _expect
+    return value
+
+
+def _iso8601(value: str) -> str:
+    datetime.fromisoformat(value)  # ValueError is reworded by the enclosing _expect
+    return value  # kept as written, so the manifest round-trips exactly
+
+
+def _frozen_mapping(*, deep: bool) -> tuple[AfterValidator, WrapSerializer]:
+    """Store a mapping as a read-only view (a deep copy for free-form JSON); dump it back
+    as a plain dict."""
+    freeze = copy.deepcopy if deep else dict
+    return (
+        AfterValidator(lambda value: MappingProxyType(freeze(value))),
+        WrapSerializer(lambda value, handler: handler(dict(value))),
+    )
+
+
+_Text = Annotated[str, Strict(), Field(min_length=1), _expect("a non-empty string")]
+_Count = Annotated[int, Strict(), Field(ge=0), _expect("an integer >= 0")]
+_Number = Annotated[StrictInt | StrictFloat, _expect("a number")]  # kept as parsed
+_DType = Annotated[
+    str, Strict(), AfterValidator(_known_dtype), _expect(f"one of {sorted(_ORT_TYPES)}")
+]
+# 0 is a legal (empty) dimension: an exporter may keep an empty input
+_Dim = Annotated[
+    Annotated[int, Strict(), Field(ge=0)] | Annotated[str, Strict(), Field(min_length=1)],
+    _expect("an integer >= 0 or a dimension name"),
+]
+_Shape = Annotated[tuple[_Dim, ...], Field(min_length=1), _expect("a non-empty list of dimensions")]
+_Vocabularies = Annotated[
+    Mapping[
+        str,
+        Annotated[
+            tuple[Annotated[str, Strict(), _expect("a string")], ...], _expect("a list of strings")
+        ],
+    ],
+    *_frozen_mapping(deep=False),
+    _expect("an object"),
+]
+_FreeJSON = Annotated[Mapping[str, Any], *_frozen_mapping(deep=True), _expect("an object")]
+
+
+@pydantic_dataclasses.dataclass(frozen=True, config=_CONFIG)
 class InputSpec:
     """One ONNX input: which user feature it carries and in which role (ids, weights...)."""
 
-    name: str
-    dtype: str
-    shape: tuple[Dim, ...]
-    feature: str
-    role: str
+    name: _Text
+    dtype: _DType
+    shape: _Shape
+    feature: _Text
+    role: _Text
 
 
-@dataclass(frozen=True)
+@pydantic_dataclasses.dataclass(frozen=True, config=_CONFIG)
 class OutputSpec:
     """One ONNX output; ``outputs[0]`` is always ``scores`` float32 [batch, n_tags]."""
 
-    name: str
-    dtype: str
-    shape: tuple[Dim, ...]
+    name: _Text
+    dtype: _DType
+    shape: _Shape
 
 
-@dataclass(frozen=True)
+@pydantic_dataclasses.dataclass(frozen=True, config=_CONFIG)
 class Parity:
     """Export-time check of the ONNX model against the torch model it came from."""
 
-    max_abs_diff: float
-    tolerance: float
-    users: int
+    max_abs_diff: _Number
+    tolerance: _Number
+    users: _Count
 
     @property
     def passed(self) -> bool:
@@ -140,35 +232,86 @@ class Parity:
         return math.isfinite(self.max_abs_diff) and self.max_abs_diff <= self.tolerance
 
 
-@dataclass(frozen=True)
+@pydantic_dataclasses.dataclass(frozen=True, config=_CONFIG)
 class FileEntry:
     """Expected size and sha256 (lowercase hex) of one bundle file."""
 
-    sha256: str
-    bytes: int
+    sha256: Annotated[
+        str, Strict(), Field(pattern=r"^[0-9a-f]{64}$"), _expect("64 lowercase hex digits")
+    ]
+    bytes: _Count
 
 
-@dataclass(frozen=True)
+@pydantic_dataclasses.dataclass(frozen=True, config=_CONFIG)
 class Manifest:
     """The parsed ``manifest.json`` (format 1). Mappings are read-only views. ``dataset``
     (training data and protocol) and ``metrics`` (the run's test report: mostly numbers,
     also e.g. ``tag_privileged_field``) are free-form JSON: informational, never a reason
     to refuse a model."""
 
-    format_version: int
-    model_name: str
-    model_version: str
-    created_at: str
-    dataset: Mapping[str, Any]
-    tags: tuple[str, ...]
-    max_history: int
-    inputs: tuple[InputSpec, ...]
-    outputs: tuple[OutputSpec, ...]
-    privileged: Mapping[str, tuple[str, ...]]
-    attributes: Mapping[str, tuple[str, ...]]
-    metrics: Mapping[str, Any]
+    format_version: Annotated[int, Strict()]  # checked first, by manifest_from_dict
+    model_name: _Text
+    model_version: _Text
+    created_at: Annotated[str, Strict(), AfterValidator(_iso8601), _expect("an ISO-8601 timestamp")]
+    dataset: _FreeJSON
+    tags: Annotated[tuple[_Text, ...], Field(min_length=1), _expect("a non-empty list of strings")]
+    max_history: Annotated[int, Strict(), Field(ge=1), _expect("an integer >= 1")]
+    inputs: Annotated[
+        tuple[InputSpec, ...], Field(min_length=1), _expect("a non-empty list of input specs")
+    ]
+    outputs: Annotated[
+        tuple[OutputSpec, ...], Field(min_length=1), _expect("a non-empty list of output specs")
+    ]
+    privileged: _Vocabularies
+    attributes: _Vocabularies
+    metrics: _FreeJSON
     parity: Parity
-    files: Mapping[str, FileEntry]
+    files: Annotated[Mapping[str, FileEntry], *_frozen_mapping(deep=False), _expect("an object")]
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _names_unique(cls, specs: tuple[Any, ...], info: ValidationInfo) -> tuple[Any, ...]:
+        names = [spec.name for spec in specs]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _problem(f"key '{info.field_name}': duplicate name {name!r}")
+        return specs
+
+    @field_validator("files")
+    @classmethod
+    def _files_plain_and_model_listed(
+        cls, files: Mapping[str, FileEntry]
+    ) -> Mapping[str, FileEntry]:
+        for name in files:
+            if name in ("", ".", "..", MANIFEST_NAME) or "/" in name or "\\" in name:
+                raise _problem(
+                    "key 'files': expected plain file names other than manifest.json, "
+                    f"found {_describe(name)}"
+                )
+        if MODEL_NAME not in files:
+            raise _problem(f"missing key 'files[\"{MODEL_NAME}\"]' (the model must be hash-listed)")
+        return files
+
+    @model_validator(mode="after")
+    def _scores_output(self) -> Manifest:
+        scores, n_tags = self.outputs[0], len(self.tags)
+        if scores.name != SCORES_OUTPUT:
+            raise _problem(
+                f"key 'outputs[0].name': expected {SCORES_OUTPUT!r}, found {_describe(scores.name)}"
+            )
+        if scores.dtype != "float32":
+            raise _problem(
+                f"key 'outputs[0].dtype': expected 'float32', found {_describe(scores.dtype)}"
+            )
+        if len(scores.shape) != 2 or scores.shape[-1] != n_tags:
+            raise _problem(
+                f"key 'outputs[0].shape': expected [batch, {n_tags}] (last dimension = "
+                f"number of tags, len(tags) = {n_tags}), found {list(scores.shape)}"
+            )
+        return self
+
+
+_MANIFEST = TypeAdapter(Manifest)
 
 
 @dataclass(frozen=True)
@@ -204,87 +347,6 @@ class Bundle:
 # --------------------------------------------------------------------------- parsing
 
 
-class _Parser:
-    """Typed access to the manifest's JSON, raising BundleError with the key path."""
-
-    def __init__(self, source: str | Path) -> None:
-        self.source = source
-
-    def fail(self, key: str, expected: str, found: Any) -> BundleError:
-        return BundleError(
-            self.source,
-            f"{MANIFEST_NAME}: key '{key}': expected {expected}, found {_describe(found)}",
-        )
-
-    def obj(self, value: Any, key: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
-        """A JSON object; with ``keys``, exactly those keys (missing or extra is an error)."""
-        if not isinstance(value, dict):
-            raise self.fail(key, "an object", value)
-        if keys is not None:
-            missing = [k for k in keys if k not in value]
-            if missing:
-                where = f"{key}." if key != "<top level>" else ""
-                raise BundleError(
-                    self.source,
-                    f"{MANIFEST_NAME}: missing key '{where}{missing[0]}'"
-                    + (f" (also missing: {missing[1:]})" if len(missing) > 1 else ""),
-                )
-            extra = sorted(str(k) for k in value if k not in keys)
-            if extra:
-                raise BundleError(
-                    self.source,
-                    f"{MANIFEST_NAME}: unexpected key(s) {extra} in {key} "
-                    f"(expected exactly {list(keys)})",
-                )
-        return value
-
-    def str_(self, value: Any, key: str, *, nonempty: bool = True) -> str:
-        if not isinstance(value, str) or (nonempty and not value):
-            raise self.fail(key, "a non-empty string" if nonempty else "a string", value)
-        return value
-
-    def int_(self, value: Any, key: str, *, minimum: int = 0) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(key, f"an integer >= {minimum}", value)
-        return value
-
-    def number(self, value: Any, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, "a number", value)
-        return value  # kept as parsed (int or float) so the manifest round-trips exactly
-
-    def str_list(self, value: Any, key: str, *, nonempty: bool) -> tuple[str, ...]:
-        if not isinstance(value, list) or (nonempty and not value):
-            raise self.fail(key, "a non-empty list of strings" if nonempty else "a list", value)
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise self.fail(f"{key}[{i}]", "a string", item)
-        return tuple(value)
-
-    def dtype(self, value: Any, key: str) -> str:
-        if value not in _ORT_TYPES:
-            raise self.fail(key, f"one of {sorted(_ORT_TYPES)}", value)
-        return value
-
-    def shape(self, value: Any, key: str) -> tuple[Dim, ...]:
-        if not isinstance(value, list) or not value:
-            raise self.fail(key, "a non-empty list of dimensions", value)
-        for i, dim in enumerate(value):
-            # 0 is a legal (empty) dimension: an exporter may keep an empty input
-            ok_int = isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
-            if not (ok_int or (isinstance(dim, str) and dim)):
-                raise self.fail(f"{key}[{i}]", "an integer >= 0 or a dimension name", dim)
-        return tuple(value)
-
-    def vocabularies(self, value: Any, key: str) -> Mapping[str, tuple[str, ...]]:
-        return MappingProxyType(
-            {
-                field: self.str_list(words, f"{key}.{field}", nonempty=False)
-                for field, words in self.obj(value, key).items()
-            }
-        )
-
-
 def _describe(value: Any) -> str:
     """Short ``repr`` with the JSON type, for error messages."""
     kind = {
@@ -302,6 +364,58 @@ def _describe(value: Any) -> str:
     return f"{kind} {text}"
 
 
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    """``('inputs', 2, 'dtype')`` -> ``inputs[2].dtype``; ``files["model.onnx"]``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.isidentifier() and path != "files":  # file names are always quoted
+            path += f".{part}" if path else part
+        else:
+            path += f'["{part}"]'
+    return path
+
+
+# pydantic's own error types that can reach the message without an _expect around them
+_EXPECTED = {"dataclass_type": "an object", "dict_type": "an object", "tuple_type": "a list"}
+
+
+def _describe_error(err: ErrorDetails, errors: list[ErrorDetails]) -> str:
+    key = _key_path(err["loc"])
+    if err["type"] == "manifest":
+        return err["msg"]
+    if err["type"] == "missing":
+        return f"missing key '{key}'"
+    if err["type"] == "unexpected_keyword_argument":
+        parent = err["loc"][:-1]
+        extra = sorted(
+            str(e["loc"][-1])
+            for e in errors
+            if e["type"] == err["type"] and e["loc"][:-1] == parent
+        )
+        return f"unexpected key(s) {extra} in {_key_path(parent) or 'the top level'}"
+    expected = err["ctx"]["expected"] if err["type"] == "expected" else None
+    expected = expected or _EXPECTED.get(err["type"], err["msg"])
+    return f"key '{key}': expected {expected}, found {_describe(err['input'])}"
+
+
+def _root_causes(errors: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Drop an error about a value when another is about a part of it (a list too short
+    after its bad items were dropped), and report unexpected keys of one object once."""
+    kept: list[ErrorDetails] = []
+    for err in errors:
+        loc, n = err["loc"], len(err["loc"])
+        if any(len(other["loc"]) > n and other["loc"][:n] == loc for other in errors):
+            continue
+        if err["type"] == "unexpected_keyword_argument" and any(
+            k["type"] == err["type"] and k["loc"][:-1] == loc[:-1] for k in kept
+        ):
+            continue
+        kept.append(err)
+    return kept
+
+
 def manifest_from_dict(data: Any, source: str | Path = "<manifest>") -> Manifest:
     """Validate a parsed ``manifest.json`` and build a :class:`Manifest`.
 
@@ -310,12 +424,12 @@ def manifest_from_dict(data: Any, source: str | Path = "<manifest>") -> Manifest
     equals the number of tags. Policy checks that need the files (hashes, parity) are
     done by :func:`load_bundle`.
     """
-    p = _Parser(source)
-    top = p.obj(data, "<top level>")
+    if not isinstance(data, dict):
+        raise BundleError(source, f"{MANIFEST_NAME}: expected an object, found {_describe(data)}")
     # The version decides what the other keys mean, so it is checked first.
-    if "format_version" not in top:
+    if "format_version" not in data:
         raise BundleError(source, f"{MANIFEST_NAME}: missing key 'format_version'")
-    version = top["format_version"]
+    version = data["format_version"]
     if isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
         supported = ", ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
         raise BundleError(
@@ -323,148 +437,20 @@ def manifest_from_dict(data: Any, source: str | Path = "<manifest>") -> Manifest
             f"{MANIFEST_NAME}: format_version {version!r} is not supported "
             f"(supported: {supported})",
         )
-    p.obj(top, "<top level>", MANIFEST_KEYS)
-
-    created_at = p.str_(top["created_at"], "created_at")
     try:
-        datetime.fromisoformat(created_at)
-    except ValueError:
-        raise p.fail("created_at", "an ISO-8601 timestamp", created_at) from None
-
-    tags = p.str_list(top["tags"], "tags", nonempty=True)
-
-    inputs_raw = top["inputs"]
-    if not isinstance(inputs_raw, list) or not inputs_raw:
-        raise p.fail("inputs", "a non-empty list of input specs", inputs_raw)
-    inputs: list[InputSpec] = []
-    for i, raw in enumerate(inputs_raw):
-        key = f"inputs[{i}]"
-        spec = p.obj(raw, key, _INPUT_KEYS)
-        inputs.append(
-            InputSpec(
-                name=p.str_(spec["name"], f"{key}.name"),
-                dtype=p.dtype(spec["dtype"], f"{key}.dtype"),
-                shape=p.shape(spec["shape"], f"{key}.shape"),
-                feature=p.str_(spec["feature"], f"{key}.feature"),
-                role=p.str_(spec["role"], f"{key}.role"),
-            )
-        )
-    _no_duplicates(source, "inputs", [s.name for s in inputs])
-
-    outputs_raw = top["outputs"]
-    if not isinstance(outputs_raw, list) or not outputs_raw:
-        raise p.fail("outputs", "a non-empty list of output specs", outputs_raw)
-    outputs: list[OutputSpec] = []
-    for i, raw in enumerate(outputs_raw):
-        key = f"outputs[{i}]"
-        spec = p.obj(raw, key, _OUTPUT_KEYS)
-        outputs.append(
-            OutputSpec(
-                name=p.str_(spec["name"], f"{key}.name"),
-                dtype=p.dtype(spec["dtype"], f"{key}.dtype"),
-                shape=p.shape(spec["shape"], f"{key}.shape"),
-            )
-        )
-    _no_duplicates(source, "outputs", [s.name for s in outputs])
-    scores = outputs[0]
-    if scores.name != SCORES_OUTPUT:
-        raise p.fail("outputs[0].name", repr(SCORES_OUTPUT), scores.name)
-    if scores.dtype != "float32":
-        raise p.fail("outputs[0].dtype", "'float32'", scores.dtype)
-    if len(scores.shape) != 2 or scores.shape[-1] != len(tags):
-        raise BundleError(
-            source,
-            f"{MANIFEST_NAME}: key 'outputs[0].shape': expected [batch, {len(tags)}] "
-            f"(last dimension = number of tags, len(tags) = {len(tags)}), "
-            f"found {list(scores.shape)}",
-        )
-
-    parity_raw = p.obj(top["parity"], "parity", _PARITY_KEYS)
-    parity = Parity(
-        max_abs_diff=p.number(parity_raw["max_abs_diff"], "parity.max_abs_diff"),
-        tolerance=p.number(parity_raw["tolerance"], "parity.tolerance"),
-        users=p.int_(parity_raw["users"], "parity.users"),
-    )
-
-    files: dict[str, FileEntry] = {}
-    for name, raw in p.obj(top["files"], "files").items():
-        key = f'files["{name}"]'
-        if name in ("", ".", "..", MANIFEST_NAME) or "/" in name or "\\" in name:
-            raise p.fail("files", "plain file names other than manifest.json", name)
-        entry = p.obj(raw, key, _FILE_KEYS)
-        sha = entry["sha256"]
-        if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
-            raise p.fail(f"{key}.sha256", "64 lowercase hex digits", sha)
-        files[name] = FileEntry(sha256=sha, bytes=p.int_(entry["bytes"], f"{key}.bytes"))
-    if MODEL_NAME not in files:
-        raise BundleError(
-            source,
-            f"{MANIFEST_NAME}: missing key 'files[\"{MODEL_NAME}\"]' "
-            "(the model must be hash-listed)",
-        )
-
-    return Manifest(
-        format_version=version,
-        model_name=p.str_(top["model_name"], "model_name"),
-        model_version=p.str_(top["model_version"], "model_version"),
-        created_at=created_at,
-        dataset=MappingProxyType(copy.deepcopy(p.obj(top["dataset"], "dataset"))),
-        tags=tags,
-        max_history=p.int_(top["max_history"], "max_history", minimum=1),
-        inputs=tuple(inputs),
-        outputs=tuple(outputs),
-        privileged=p.vocabularies(top["privileged"], "privileged"),
-        attributes=p.vocabularies(top["attributes"], "attributes"),
-        metrics=MappingProxyType(copy.deepcopy(p.obj(top["metrics"], "metrics"))),
-        parity=parity,
-        files=MappingProxyType(files),
-    )
-
-
-def _no_duplicates(source: str | Path, key: str, names: list[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise BundleError(source, f"{MANIFEST_NAME}: key '{key}': duplicate name {name!r}")
-        seen.add(name)
+        return _MANIFEST.validate_python(data)
+    except ValidationError as e:
+        errors = _root_causes(e.errors())
+        problem = _describe_error(errors[0], e.errors())
+        if len(errors) > 1:
+            problem += f" (and {len(errors) - 1} more problem(s))"
+        raise BundleError(source, f"{MANIFEST_NAME}: {problem}") from None
 
 
 def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
     """The JSON form of ``manifest`` (plain dicts and lists, keys in the exporter's order);
     ``manifest_to_dict(manifest_from_dict(d)) == d`` for every valid ``d``."""
-    return {
-        "format_version": manifest.format_version,
-        "model_name": manifest.model_name,
-        "model_version": manifest.model_version,
-        "created_at": manifest.created_at,
-        "dataset": copy.deepcopy(dict(manifest.dataset)),
-        "tags": list(manifest.tags),
-        "max_history": manifest.max_history,
-        "inputs": [
-            {
-                "name": s.name,
-                "dtype": s.dtype,
-                "shape": list(s.shape),
-                "feature": s.feature,
-                "role": s.role,
-            }
-            for s in manifest.inputs
-        ],
-        "outputs": [
-            {"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in manifest.outputs
-        ],
-        "privileged": {k: list(v) for k, v in manifest.privileged.items()},
-        "attributes": {k: list(v) for k, v in manifest.attributes.items()},
-        "metrics": copy.deepcopy(dict(manifest.metrics)),
-        "parity": {
-            "max_abs_diff": manifest.parity.max_abs_diff,
-            "tolerance": manifest.parity.tolerance,
-            "users": manifest.parity.users,
-        },
-        "files": {
-            name: {"sha256": e.sha256, "bytes": e.bytes} for name, e in manifest.files.items()
-        },
-    }
+    return _MANIFEST.dump_python(manifest, mode="json")
 
 
 # --------------------------------------------------------------------------- loading

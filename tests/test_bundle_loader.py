@@ -361,7 +361,7 @@ def test_mistyped_key(bundle_dir: Path, path: tuple[Any, ...], value: Any, words
     [
         ([], "key 'tags': expected a non-empty list of strings, found array []"),
         ("action", "key 'tags': expected a non-empty list of strings, found string"),
-        (["action", 7, "dark", "funny", "space"], "key 'tags[1]': expected a string"),
+        (["action", 7, "dark", "funny", "space"], "key 'tags[1]': expected a non-empty string"),
     ],
 )
 def test_bad_tags(bundle_dir: Path, tags: Any, words: str) -> None:
