@@ -28,7 +28,6 @@ import torch
 
 from training.export.folded import inference_module
 from training.export.onnx_bundle import export_onnx, load_run, user_inputs
-from training.trainer import FeatureStore
 
 
 def rate(fn: Callable[[], object], users: int, seconds: float = 2.0) -> tuple[float, float]:
@@ -60,8 +59,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
-    checkpoint, data, model = load_run(args.run, None)
-    store = FeatureStore(data, checkpoint["config"]["max_history"], torch.device("cpu"))
+    checkpoint, data, model, store = load_run(args.run, None)
     users = np.r_[data.users_in("test"), data.users_in("train")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -71,7 +71,12 @@ def main() -> None:
         for name, scores in blends.items():
             m = ranking_metrics(top_k(scores, 20), truth)
             rows.append((split, len(users), name, m["ndcg@10"], m["precision@10"]))
-    print(f"data: {args.data} ({data.meta['dataset']}); machine: {platform.platform()}\n")
+    train = data.single_tag_samples("train")
+    positive = train.label == 1
+    in_history = bags.ids[train.user[positive]] == train.tag[positive, None]
+    repeat = float((in_history & (bags.weights[train.user[positive]] > 0)).any(axis=1).mean())
+    print(f"data: {args.data} ({data.meta['dataset']}); machine: {platform.platform()}")
+    print(f"positive train samples whose tag is in the user's history: {repeat:.0%}\n")
     print("| users | n | score | NDCG@10 | P@10 |")
     print("|---|---:|---|---:|---:|")
     for split, n, name, ndcg, precision in rows:

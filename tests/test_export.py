@@ -15,7 +15,6 @@ from onnx import numpy_helper
 from service.bundle import BundleError, load_bundle
 from training.cli import main
 from training.export.onnx_bundle import ExportError, export_bundle, load_run, user_inputs
-from training.trainer import FeatureStore
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +57,7 @@ def scores(bundle: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
 @pytest.mark.parametrize("batch", [1, 7, 256])
 def test_dynamic_batch_parity_with_torch(ctmvm_bundle, batch):
     run, bundle = ctmvm_bundle
-    checkpoint, data, model = load_run(run, None)
-    store = FeatureStore(data, checkpoint["config"]["max_history"], torch.device("cpu"))
+    _, data, model, store = load_run(run, None)
     users = torch.arange(batch) % data.n_users
     user = user_inputs(store, users)
     got = scores(bundle, {k: v.numpy() for k, v in user.items()})
@@ -71,8 +69,7 @@ def test_dynamic_batch_parity_with_torch(ctmvm_bundle, batch):
 
 def test_shorter_histories_than_the_example_are_accepted(ctmvm_bundle):
     run, bundle = ctmvm_bundle
-    checkpoint, data, model = load_run(run, None)
-    store = FeatureStore(data, checkpoint["config"]["max_history"], torch.device("cpu"))
+    _, _, model, store = load_run(run, None)
     full = user_inputs(store, torch.arange(3))
     user = {k: (v[:, :2] if k != "attributes" else v) for k, v in full.items()}
     with torch.no_grad():
@@ -88,7 +85,7 @@ def test_graph_takes_user_features_only_and_no_supplementary_network(ctmvm_bundl
     assert all(n.startswith("hist_") or n == "attributes" for n in names)
     assert not any("item" in n or "privileged" in n for n in names)
     assert [o.name for o in graph.output] == ["scores"]
-    _, _, model = load_run(run, None)
+    _, _, model, _ = load_run(run, None)
     constants = [numpy_helper.to_array(t) for t in graph.initializer]
     constants += [
         numpy_helper.to_array(a.t) for node in graph.node for a in node.attribute if a.type == 4
@@ -112,7 +109,7 @@ def test_manifest_round_trips_through_the_service_loader(ctmvm_bundle):
     assert set(manifest["files"]) == {"model.onnx", "themes.json", "users.jsonl"}
     themes = json.loads((bundle / "themes.json").read_text())
     assert themes["themes"] and all(1 <= len(t["tags"]) <= 3 for t in themes["themes"])
-    _, data, _ = load_run(run, None)
+    _, data, _, _ = load_run(run, None)
     records = [json.loads(line) for line in (bundle / "users.jsonl").read_text().splitlines()]
     assert [r["user_id"] for r in records] == data.user_ids
 
@@ -134,8 +131,7 @@ def test_mostpop_bundle_scores_are_its_popularity(synthetic):
     run = train(synthetic, "mostpop")
     bundle = synthetic / "bundle-mostpop"
     export_bundle(run, bundle)
-    checkpoint, data, model = load_run(run, None)
-    store = FeatureStore(data, checkpoint["config"]["max_history"], torch.device("cpu"))
+    _, _, model, store = load_run(run, None)
     got = scores(bundle, {k: v.numpy() for k, v in user_inputs(store, torch.arange(5)).items()})
     np.testing.assert_allclose(got, np.tile(model.popularity.numpy(), (5, 1)), atol=1e-7)
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.data.processed import TRAIN, ProcessedDataset
-from training.data.ragged import Ragged
 
 
 @dataclass
@@ -37,14 +36,6 @@ class UserFeatures:
     privileged: dict[str, Bag]  # history privileged values per field
     attributes: np.ndarray  # int64 [U, A]: value + 1, 0 = unknown
     attribute_sizes: list[int]  # vocabulary size + 1 per attribute
-
-
-@dataclass
-class ItemPrivileged:
-    """X_p of every item: its values per privileged field (a bag, usually of one value)."""
-
-    fields: dict[str, Bag]
-    sizes: dict[str, int]  # vocabulary size per field
 
 
 def bag_from_pairs(
@@ -99,16 +90,12 @@ def user_features(data: ProcessedDataset, max_history: int) -> UserFeatures:
     return UserFeatures(tags, privileged, attributes, sizes)
 
 
-def item_privileged(data: ProcessedDataset) -> ItemPrivileged:
-    fields = {}
-    for field, per_item in data.item_privileged.items():
-        fields[field] = _ragged_bag(per_item)
-    sizes = {field: len(names) for field, names in data.privileged_names.items()}
-    return ItemPrivileged(fields, sizes)
-
-
-def _ragged_bag(per_item: Ragged) -> Bag:
-    return bag_from_pairs(per_item.row_ids(), per_item.values, len(per_item))
+def item_privileged(data: ProcessedDataset) -> dict[str, Bag]:
+    """X_p of every item: its values per privileged field (a bag, usually of one value)."""
+    return {
+        field: bag_from_pairs(per_item.row_ids(), per_item.values, len(per_item))
+        for field, per_item in data.item_privileged.items()
+    }
 
 
 def sample_truth(data: ProcessedDataset, users: np.ndarray) -> np.ndarray:

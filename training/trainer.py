@@ -102,7 +102,7 @@ class ItemStore:
 
     def __init__(self, data: ProcessedDataset, device: torch.device) -> None:
         self.fields: dict[str, tuple[Tensor, Tensor]] = {}
-        for f, bag in item_privileged(data).fields.items():
+        for f, bag in item_privileged(data).items():
             ids = np.vstack([bag.ids, np.zeros((1, bag.width), dtype=np.int64)])
             weights = np.vstack([bag.weights, np.zeros((1, bag.width), dtype=np.float32)])
             self.fields[f] = (
@@ -271,10 +271,10 @@ def _make_batch(
 def score_users(model: nn.Module, store: FeatureStore, users: np.ndarray, k: int) -> np.ndarray:
     """Top-k tag indices of every user (all tags scored from user features alone)."""
     model.eval()
+    device = store.tensors["hist_tags"].device
     ranked = []
     for start in range(0, len(users), EVAL_BATCH):
         chunk = torch.as_tensor(users[start : start + EVAL_BATCH], dtype=torch.int64)
-        device = next(iter(store.tensors.values())).device
         scores = model.score_all(store.gather(chunk.to(device))).float().cpu().numpy()
         ranked.append(top_k(scores, k))
     return np.concatenate(ranked) if ranked else np.zeros((0, k), dtype=np.int64)

@@ -57,8 +57,11 @@ class _Positional(nn.Module):
         return self.module(dict(zip(self.names, inputs, strict=True)))
 
 
-def load_run(run_dir: Path, data_dir: Path | None) -> tuple[dict, ProcessedDataset, nn.Module]:
-    """The checkpoint, its prepared data set and the rebuilt model (eval mode, CPU)."""
+def load_run(
+    run_dir: Path, data_dir: Path | None
+) -> tuple[dict, ProcessedDataset, nn.Module, FeatureStore]:
+    """The checkpoint, its prepared data set, the rebuilt model (eval mode, CPU) and the
+    users' feature tensors (built once: the model's sizes come from them too)."""
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: is {run_dir} a `training train` run?")
@@ -77,7 +80,7 @@ def load_run(run_dir: Path, data_dir: Path | None) -> tuple[dict, ProcessedDatas
     else:
         model = counting_model(data, name)
     model.load_state_dict(checkpoint["state_dict"])
-    return checkpoint, data, model.eval()
+    return checkpoint, data, model.eval(), store
 
 
 def export_onnx(module: nn.Module, example: dict[str, Tensor], path: Path) -> None:
@@ -149,11 +152,11 @@ def export_bundle(
     max_themes: int = 200,
 ) -> dict[str, Any]:
     """Export ``run_dir`` to the bundle directory ``out``; returns the manifest."""
-    checkpoint, data, model = load_run(run_dir, data_dir)
-    store = FeatureStore(data, checkpoint["config"]["max_history"], torch.device("cpu"))
+    checkpoint, data, model, store = load_run(run_dir, data_dir)
     module = inference_module(model, fold=fold)
     users = np.r_[data.users_in("test"), data.users_in("valid"), data.users_in("train")]
-    check = user_inputs(store, torch.as_tensor(users[:parity_users], dtype=torch.int64))
+    users = users[:parity_users]  # real users, test users first
+    check = user_inputs(store, torch.as_tensor(users, dtype=torch.int64))
     with torch.no_grad():
         folded_diff = float((module(check) - model.score_all(check)).abs().max())
     if folded_diff > tolerance:
@@ -168,15 +171,15 @@ def export_bundle(
         if not max_diff <= tolerance:
             raise ExportError(
                 f"onnxruntime scores differ from torch by {max_diff:.2e} > {tolerance:.0e} "
-                f"on {len(users[:parity_users])} users; no bundle written"
+                f"on {len(users)} users; no bundle written"
             )
         write_themes_json(staging / "themes.json", build_themes(data, max_themes=max_themes))
         write_users_jsonl(
             staging / "users.jsonl",
             user_feature_records(data, checkpoint["config"]["max_history"]),
         )
-        manifest = _manifest(checkpoint, data, store, run_dir, staging, max_diff, tolerance)
-        manifest["parity"]["users"] = int(min(parity_users, len(users)))
+        parity_check = {"max_abs_diff": max_diff, "tolerance": tolerance, "users": len(users)}
+        manifest = _manifest(checkpoint, data, store, run_dir, staging, parity_check)
         (staging / "manifest.json").write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
@@ -193,8 +196,7 @@ def _manifest(
     store: FeatureStore,
     run_dir: Path,
     staging: Path,
-    max_diff: float,
-    tolerance: float,
+    parity_check: dict[str, Any],
 ) -> dict[str, Any]:
     created = datetime.now(UTC).replace(microsecond=0)
     model_sha = sha256(staging / "model.onnx")
@@ -234,6 +236,6 @@ def _manifest(
         "privileged": {f: list(v) for f, v in data.privileged_names.items()},
         "attributes": {a: list(v) for a, v in data.attribute_names.items()},
         "metrics": metrics,
-        "parity": {"max_abs_diff": max_diff, "tolerance": tolerance},
+        "parity": parity_check,
         "files": files,
     }
