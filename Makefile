@@ -6,7 +6,7 @@ EXTRAS ?= cpu,train,dev
 SHARED ?= ../shared/datasets
 ARTIFACTS ?= artifacts
 
-.PHONY: install test lint format demo prepare-real bench clean
+.PHONY: install test lint format demo serve prepare-real bench clean
 
 install: $(VENV)/.installed ## create .venv and install .[cpu,train,dev]
 
@@ -27,12 +27,21 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: install ## the main job (grows with the project): synthetic world -> CTMVM -> bundle
+DEMO_BUNDLE := $(ARTIFACTS)/bundles/synthetic-ctmvm
+DEMO_ENV := TAGPROFILE_BUNDLE=$(DEMO_BUNDLE) TAGPROFILE_REDIS_DATA_DIR=$(ARTIFACTS)/redis \
+	TAGPROFILE_ADMIN_TOKEN=$${TAGPROFILE_ADMIN_TOKEN:-demo-admin-token}
+
+demo: install ## the main job: synthetic world -> CTMVM -> bundle -> Redis -> API on :8000
 	$(BIN)/python -m training prepare --dataset synthetic --out $(ARTIFACTS)/data/synthetic
 	$(BIN)/python -m training train --data $(ARTIFACTS)/data/synthetic --model ctmvm \
 		--out $(ARTIFACTS)/runs/synthetic-ctmvm --epochs 5
-	$(BIN)/python -m training export --run $(ARTIFACTS)/runs/synthetic-ctmvm \
-		--out $(ARTIFACTS)/bundles/synthetic-ctmvm
+	$(BIN)/python -m training export --run $(ARTIFACTS)/runs/synthetic-ctmvm --out $(DEMO_BUNDLE)
+	$(DEMO_ENV) $(BIN)/python -m service load
+	$(DEMO_ENV) $(BIN)/python -m service precompute
+	$(DEMO_ENV) $(BIN)/python -m service serve --host 127.0.0.1 --port 8000
+
+serve: install ## serve an existing bundle (BUNDLE=dir) with the embedded Redis
+	$(DEMO_ENV) $(BIN)/python -m service serve --bundle $${BUNDLE:-$(DEMO_BUNDLE)}
 
 prepare-real: install ## prepare both shared real data sets (where ../shared/datasets exists)
 	$(BIN)/python -m training prepare --dataset movielens \

@@ -26,3 +26,37 @@ def ml_latest_small() -> Path:
 @pytest.fixture
 def hetrec_movielens_2k() -> Path:
     return shared_dataset("hetrec2011-movielens-2k")
+
+
+# --------------------------------------------------------------------------- service
+@pytest.fixture(scope="session")
+def service_bundle(tmp_path_factory) -> Path:
+    """A real bundle (small synthetic world, CTMVM trained one epoch, exported to ONNX)
+    shared by the service tests; they must not modify it (copy it first)."""
+    import torch
+
+    from training.cli import main
+
+    root = tmp_path_factory.mktemp("service-bundle")
+    data, run, bundle = root / "data", root / "run", root / "bundle"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        world = ["--users", "300", "--items", "120", "--tags", "40"]
+        assert main(["prepare", "--dataset", "synthetic", *world, "--out", str(data)]) == 0
+        train = ["train", "--data", str(data), "--model", "ctmvm", "--out", str(run)]
+        assert main([*train, "--epochs", "1", "--device", "cpu"]) == 0
+        assert main(["export", "--run", str(run), "--out", str(bundle)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One real redis-server (no persistence) for the whole session; tests isolate
+    themselves with their own key prefix."""
+    from service.embedded_redis import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistence=False) as server:
+        yield server

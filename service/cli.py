@@ -1,0 +1,139 @@
+"""``python -m service``: serve the API, load a bundle's data into Redis, precompute
+profiles.
+
+Settings come from ``TAGPROFILE_*`` environment variables (see ``service.settings``); the
+flags here override them. Without ``--redis-url``/``TAGPROFILE_REDIS_URL`` every command
+uses the embedded Redis on ``TAGPROFILE_REDIS_DATA_DIR`` (shared with a running ``serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from pydantic import ValidationError
+
+from service.bundle import BundleError, load_bundle
+from service.keys import Keys
+from service.loader import LoadError, load_into_redis
+from service.model import load_model
+from service.precompute import precompute
+from service.redis_conn import redis_url
+from service.settings import Settings
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", type=Path, help="model bundle directory")
+    parser.add_argument("--redis-url", help="Redis to use (default: embedded redis-server)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve user-tag profiles and theme rankings from a model bundle.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
+    _common(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    load = sub.add_parser("load", help="load users.jsonl and themes.json into Redis")
+    _common(load)
+    load.add_argument("--batch", type=int, default=1000, help="users per pipelined batch")
+    pre = sub.add_parser("precompute", help="score every stored user, cache all profiles")
+    _common(pre)
+    pre.add_argument("--batch", type=int, default=512, help="users per model call")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        name: getattr(args, name)
+        for name in ("bundle", "redis_url", "host", "port")
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def curl_examples(settings: Settings, host: str, port: int) -> str:
+    """Working examples for the bundle being served (a real user and theme id)."""
+    bundle = load_bundle(settings.bundle, check_model=False)
+    user = "alice"
+    if bundle.users_path is not None:
+        with bundle.users_path.open("rb") as lines:
+            user = orjson.loads(next(lines, b'{"user_id": "alice"}'))["user_id"]
+    base = f"http://{host}:{port}"
+    lines = [
+        f"curl '{base}/users/{user}/tags?k=5'",
+        f"curl -X POST {base}/themes/rank -H 'content-type: application/json' "
+        f"""-d '{{"user_id": "{user}", "k": 3}}'""",
+        f"curl {base}/readyz",
+        f"open {base}/docs  # OpenAPI",
+    ]
+    return "\n".join(f"  {line}" for line in lines)
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    load_bundle(settings.bundle)  # fail here, with the reason, rather than inside uvicorn
+    print(f"serving {settings.bundle} on http://{settings.host}:{settings.port}; try:")
+    print(curl_examples(settings, settings.host, settings.port), flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False)
+    return 0
+
+
+def load(settings: Settings, batch: int) -> int:
+    bundle = load_bundle(settings.bundle)
+    with redis_url(settings.redis_url, settings.redis_data_dir) as url:
+        client = redis.Redis.from_url(url)
+        report = load_into_redis(bundle, client, Keys(settings.key_prefix), batch=batch)
+    themes = "and themes.json " if report.themes else ""
+    print(
+        f"loaded {report.users} users {themes}of {bundle.model_version} in {report.seconds:.1f} s"
+    )
+    return 0
+
+
+def run_precompute(settings: Settings, batch: int) -> int:
+    model = load_model(settings.bundle, device=settings.device, max_k=settings.max_k)
+    with redis_url(settings.redis_url, settings.redis_data_dir) as url:
+        client = redis.Redis.from_url(url)
+        report = precompute(
+            model,
+            client,
+            Keys(settings.key_prefix),
+            ttl_s=settings.profile_ttl_s,
+            jitter=settings.profile_ttl_jitter,
+            batch=batch,
+        )
+    print(
+        f"precomputed {report.users} profiles of {model.version} in {report.seconds:.2f} s "
+        f"({report.rate:,.0f} users/s; model {report.model_seconds:.2f} s; "
+        f"{report.skipped} skipped)"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        commands: dict[str, Any] = {
+            "serve": lambda: serve(settings),
+            "load": lambda: load(settings, args.batch),
+            "precompute": lambda: run_precompute(settings, args.batch),
+        }
+        return commands[args.command]()
+    except ValidationError as error:
+        print(f"error: invalid setting: {error}", file=sys.stderr)
+    except (BundleError, LoadError, ValueError, FileNotFoundError, redis.RedisError) as error:
+        print(f"error: {error}", file=sys.stderr)
+    return 2

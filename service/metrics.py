@@ -1,0 +1,96 @@
+"""Prometheus metrics of one app instance (its own registry, so several apps in one
+process, as in the tests, do not collide)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_seconds = Histogram(
+            "tagprofile_request_seconds",
+            "HTTP request latency by route template",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.profile_cache = Counter(
+            "tagprofile_profile_cache_total",
+            "profile cache lookups by result (hit, miss, error = Redis unavailable)",
+            ["result"],
+            registry=r,
+        )
+        self.profile_source = Counter(
+            "tagprofile_profiles_total", "profiles served by source", ["source"], registry=r
+        )
+        self.batch_size = Histogram(
+            "tagprofile_model_batch_size",
+            "users per onnxruntime call",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "tagprofile_model_run_seconds",
+            "seconds per onnxruntime call",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_up = Gauge(
+            "tagprofile_redis_up", "1 when Redis answered the last call", registry=r
+        )
+        self.model_info = Gauge(
+            "tagprofile_model_info",
+            "the model serving now (value 1)",
+            ["model_version", "provider"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "tagprofile_reloads_total", "admin reloads by outcome", ["outcome"], registry=r
+        )
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.model_seconds.observe(seconds)
+
+    def set_model(self, version: str, provider: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version, provider).set(1)
+
+
+class RequestTimer:
+    """Pure ASGI middleware: latency per route template (``/users/{user_id}/tags``, not
+    per user), cheaper on the hot path than Starlette's BaseHTTPMiddleware."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.request_seconds.labels(scope["method"], template, str(status[0])).observe(
+                time.perf_counter() - start
+            )

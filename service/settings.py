@@ -1,0 +1,58 @@
+"""Service configuration: ``TAGPROFILE_*`` environment variables (pydantic-settings).
+
+Every knob an operator may turn lives here, with a default that runs the demo; the CLI's
+flags only override these. Values are validated at start-up, so a typo in an environment
+variable stops the service with the variable named instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["auto", "cuda", "cpu"]
+
+
+class Settings(BaseSettings):
+    """All service settings; ``TAGPROFILE_<NAME>`` sets ``<name>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGPROFILE_", extra="ignore", frozen=True)
+
+    bundle: Path = Field(
+        Path("artifacts/bundles/synthetic-ctmvm"), description="model bundle directory"
+    )
+    redis_url: str | None = Field(
+        None, description="Redis to use; unset: start an embedded redis-server"
+    )
+    redis_data_dir: Path = Field(
+        Path("artifacts/redis"), description="data directory of the embedded Redis"
+    )
+    redis_timeout_s: float = Field(0.5, gt=0, description="socket timeout of Redis calls")
+    redis_retry_s: float = Field(
+        1.0, ge=0, description="after a Redis failure, how long to skip Redis before retrying"
+    )
+    key_prefix: str = Field("tp:", min_length=1, description="prefix of every Redis key")
+    profile_ttl_s: int = Field(3600, ge=1, description="lifetime of a cached profile")
+    profile_ttl_jitter: float = Field(
+        0.1, ge=0, le=1, description="extra random TTL, as a fraction (spreads expiries)"
+    )
+    max_k: int = Field(50, ge=1, description="largest k a client may ask for; profiles cache it")
+    max_candidates: int = Field(1000, ge=1, description="largest candidate list of /themes/rank")
+    device: Device = Field("auto", description="onnxruntime execution provider: auto|cuda|cpu")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads; 0 = its default")
+    batch_wait_ms: float = Field(
+        2.0, ge=0, description="how long a cache miss waits for others to share a model run"
+    )
+    max_batch: int = Field(64, ge=1, description="largest micro-batch; 1 disables batching")
+    feature_cache_size: int = Field(
+        100_000, ge=0, description="users whose features are kept in memory for Redis outages"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the admin endpoints; unset: they are disabled"
+    )
+    experiments: Path | None = Field(None, description="A/B experiment configuration file")
+    host: str = Field("127.0.0.1", description="serve: address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="serve: port to bind")
