@@ -6,7 +6,7 @@ EXTRAS ?= cpu,train,dev
 SHARED ?= ../shared/datasets
 ARTIFACTS ?= artifacts
 
-.PHONY: install test lint format demo serve prepare-real bench clean
+.PHONY: install test lint format demo serve abtest abtest-real prepare-real bench clean
 
 install: $(VENV)/.installed ## create .venv and install .[cpu,train,dev]
 
@@ -42,6 +42,13 @@ demo: install ## the main job: synthetic world -> CTMVM -> bundle -> Redis -> AP
 
 serve: install ## serve an existing bundle (BUNDLE=dir) with the embedded Redis
 	$(DEMO_ENV) $(BIN)/python -m service serve --bundle $${BUNDLE:-$(DEMO_BUNDLE)}
+
+abtest: install ## local A/B test (no Docker): bootstrap, API, simulator; report in artifacts/abtest
+	$(BIN)/python deploy/abtest_local.py --artifacts $(ARTIFACTS)
+
+abtest-real: install prepare-real ## the same A/B test on hetrec-movielens-2k test users
+	$(BIN)/python deploy/abtest_local.py --artifacts $(ARTIFACTS)/real \
+		--data $(ARTIFACTS)/data/hetrec-movielens-2k
 
 prepare-real: install ## prepare both shared real data sets (where ../shared/datasets exists)
 	$(BIN)/python -m training prepare --dataset movielens \

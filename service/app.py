@@ -18,10 +18,13 @@ import numpy as np
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.ab_report import build_report, render_html
+from service.ab_store import ACCEPTED, DUPLICATE_EVENT, ABStore, Exposure
 from service.batching import MicroBatcher
+from service.experiments import Experiment, load_experiments
 from service.features import FeatureError
 from service.keys import USER_ID_PATTERN, Keys
 from service.metrics import RequestTimer, ServiceMetrics
@@ -29,6 +32,8 @@ from service.model import LoadedModel, load_model
 from service.profiles import ProfileFormatError
 from service.redis_conn import redis_url
 from service.schemas import (
+    EventIn,
+    EventOut,
     FeaturesStored,
     RankedThemeOut,
     RankRequest,
@@ -41,6 +46,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 from service.store import RedisStore, StoreUnavailable
+from service.themes import RankedTheme, ThemeCatalogue, ThemeTag
 
 JSON = "application/json"
 INLINE_RANK_THEMES = 5000
@@ -66,6 +72,9 @@ class ServiceState:
         self.store: RedisStore | None = None
         self.serving: Serving | None = None
         self.reload_lock = asyncio.Lock()
+        self.experiments: dict[str, Experiment] = {}
+        self.arm_serving: dict[tuple[str, str], Serving] = {}  # arms with their own bundle
+        self.ab: ABStore | None = None
 
     def load(self, path: Any) -> LoadedModel:
         s = self.settings
@@ -93,6 +102,28 @@ class ServiceState:
         return await serving.batcher.submit(record), "model"
 
 
+def popular_ranking(
+    catalogue: ThemeCatalogue, k: int, candidates: list[str] | None, by: str
+) -> list[RankedTheme]:
+    """The control ranker: themes by a historical statistic (e.g. CTR), the same for every
+    user; its scores are that statistic and carries no per-user contributions."""
+    allowed = set(candidates) if candidates is not None else None
+    ranked = []
+    for theme in catalogue.popular(len(catalogue), by=by):
+        if allowed is not None and theme.theme_id not in allowed:
+            continue
+        tags = tuple(
+            ThemeTag(tag_id=t, tag=name, weight=w, contribution=0.0)
+            for t, name, w in zip(theme.tag_ids, theme.tag_names, theme.weights, strict=True)
+        )
+        ranked.append(
+            RankedTheme(theme.theme_id, theme.title, float(theme.stats.get(by, 0.0)), tags)
+        )
+        if len(ranked) == k:
+            break
+    return ranked
+
+
 def _field_of(error: dict[str, Any]) -> str:
     return ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
 
@@ -112,6 +143,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         with ExitStack() as stack:
             model = state.load(settings.bundle)  # a bad bundle stops start-up, loudly
+            if settings.experiments is not None:
+                state.experiments = load_experiments(settings.experiments)
+                for experiment in state.experiments.values():
+                    for arm in experiment.arms:
+                        if arm.bundle is not None:
+                            key = (experiment.name, arm.name)
+                            state.arm_serving[key] = state.serve(state.load(arm.bundle))
             url = stack.enter_context(redis_url(settings.redis_url, settings.redis_data_dir))
             state.store = RedisStore(
                 url,
@@ -122,11 +160,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             state.store.on_state = lambda up: state.metrics.redis_up.set(int(up))
             state.metrics.redis_up.set(int(await state.store.ping()))
+            state.ab = ABStore(state.store.client, settings.key_prefix)
             state.serving = state.serve(model)
             try:
                 yield
             finally:
-                await state.serving.batcher.close()
+                for current in (state.serving, *state.arm_serving.values()):
+                    await current.batcher.close()
                 await state.store.close()
 
     app = FastAPI(
@@ -158,6 +198,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def store() -> RedisStore:
         assert state.store is not None
         return state.store
+
+    def ab_store() -> ABStore:
+        assert state.ab is not None
+        return state.ab
 
     def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
         token = settings.admin_token
@@ -219,52 +263,152 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = model.codec.response(user_id, blob, k, cached=False, source=source)
         return Response(body, media_type=JSON)
 
+    def theme_out(theme: RankedTheme) -> RankedThemeOut:
+        return RankedThemeOut(
+            theme_id=theme.theme_id,
+            title=theme.title,
+            score=theme.score,
+            tags=[
+                ThemeTagOut(
+                    tag=t.tag, tag_id=t.tag_id, weight=t.weight, contribution=t.contribution
+                )
+                for t in theme.tags
+            ],
+        )
+
+    async def profile_ranking(
+        current: Serving, request: RankRequest
+    ) -> tuple[list[RankedTheme], str]:
+        """Themes by the user's tag scores x the themes' tag weights."""
+        catalogue = current.model.catalogue
+        assert catalogue is not None
+        scores, source = await state.user_scores(current, request.user_id)
+        if scores is None:
+            scores = current.model.cold_start_scores
+        metrics.profile_source.labels(source).inc()
+        if len(catalogue) <= INLINE_RANK_THEMES:
+            return catalogue.rank(scores, request.k, request.candidates), source
+        ranked = await run_in_threadpool(catalogue.rank, scores, request.k, request.candidates)
+        return ranked, source
+
     @app.post("/themes/rank", summary="Rank themes for a user")
     async def rank_themes(request: RankRequest) -> RankResponse:
         current = serving()
-        model = current.model
-        catalogue = model.catalogue
+        catalogue = current.model.catalogue
         if catalogue is None:
             raise HTTPException(404, "this model bundle has no theme catalogue (themes.json)")
-        if request.experiment is not None:
-            raise HTTPException(
-                422, f"experiment: unknown experiment {request.experiment!r} (none configured)"
-            )
         if request.candidates is not None:
             if len(request.candidates) > settings.max_candidates:
                 raise HTTPException(422, f"candidates: at most {settings.max_candidates} theme ids")
             unknown = catalogue.unknown(request.candidates)
             if unknown:
                 raise HTTPException(422, f"candidates: unknown theme ids {unknown}")
-        scores, source = await state.user_scores(current, request.user_id)
-        if scores is None:
-            scores = model.cold_start_scores
-        metrics.profile_source.labels(source).inc()
-        if len(catalogue) <= INLINE_RANK_THEMES:
-            ranked = catalogue.rank(scores, request.k, request.candidates)
+        request_id = uuid.uuid4().hex
+        if request.experiment is None:
+            ranked, source = await profile_ranking(current, request)
+            return RankResponse(
+                request_id=request_id,
+                user_id=request.user_id,
+                arm=None,
+                model_version=current.model.version,
+                source=source,
+                themes=[theme_out(theme) for theme in ranked],
+            )
+        experiment = state.experiments.get(request.experiment)
+        if experiment is None:
+            raise HTTPException(
+                422,
+                f"experiment: unknown experiment {request.experiment!r} "
+                f"(configured: {sorted(state.experiments)})",
+            )
+        arm, bucket = experiment.assign(request.user_id)
+        if arm.ranker == "popular":
+            ranked = popular_ranking(
+                catalogue, request.k, request.candidates, experiment.popular_by
+            )
+            source = "statistics"
         else:
-            ranked = await run_in_threadpool(catalogue.rank, scores, request.k, request.candidates)
-        return RankResponse(
-            request_id=uuid.uuid4().hex,
-            user_id=request.user_id,
-            arm=None,
-            model_version=model.version,
-            source=source,
-            themes=[
-                RankedThemeOut(
-                    theme_id=theme.theme_id,
-                    title=theme.title,
-                    score=theme.score,
-                    tags=[
-                        ThemeTagOut(
-                            tag=t.tag, tag_id=t.tag_id, weight=t.weight, contribution=t.contribution
-                        )
-                        for t in theme.tags
-                    ],
-                )
-                for theme in ranked
-            ],
+            current = state.arm_serving.get((experiment.name, arm.name), current)
+            ranked, source = await profile_ranking(current, request)
+        exposure = Exposure(
+            experiment.name, arm.name, request.user_id, tuple(t.theme_id for t in ranked)
         )
+        try:
+            await store().call(lambda: ab_store().log_exposure(request_id, exposure))
+            logged = True
+        except StoreUnavailable:
+            logged = False  # the ranking is still served; its events will be refused
+        metrics.exposures.labels(experiment.name, arm.name, str(logged).lower()).inc()
+        return RankResponse(
+            request_id=request_id,
+            user_id=request.user_id,
+            arm=arm.name,
+            bucket=bucket,
+            model_version=current.model.version,
+            source=source,
+            exposure_logged=logged,
+            themes=[theme_out(theme) for theme in ranked],
+        )
+
+    @app.post("/events", status_code=202, summary="Record a click or impression of a ranking")
+    async def post_event(event: EventIn) -> EventOut:
+        try:
+            exposure = await store().call(lambda: ab_store().exposure(event.request_id))
+            if exposure is None:
+                raise HTTPException(
+                    404, f"request_id: unknown or expired request {event.request_id!r}"
+                )
+            if event.theme_id not in exposure.theme_ids:
+                raise HTTPException(
+                    422,
+                    f"theme_id: {event.theme_id!r} was not shown in request {event.request_id!r}",
+                )
+            position = exposure.theme_ids.index(event.theme_id)
+            outcome = await store().call(
+                lambda: ab_store().record_event(
+                    event.event_id, event.request_id, event.type, exposure, position
+                )
+            )
+        except StoreUnavailable as error:
+            raise HTTPException(503, f"event not stored, retry later: {error}") from None
+        status = {ACCEPTED: "accepted", DUPLICATE_EVENT: "duplicate"}.get(
+            outcome, "already_counted"
+        )
+        return EventOut(event_id=event.event_id, status=status, arm=exposure.arm)
+
+    async def experiment_report(name: str) -> dict[str, Any]:
+        experiment = state.experiments.get(name)
+        if experiment is None:
+            raise HTTPException(
+                404,
+                f"experiment: unknown experiment {name!r} "
+                f"(configured: {sorted(state.experiments)})",
+            )
+        arms = [arm.name for arm in experiment.arms]
+        try:
+            counts = await store().call(lambda: ab_store().counts(name, arms))
+        except StoreUnavailable as error:
+            raise HTTPException(503, f"report unavailable: {error}") from None
+        return await run_in_threadpool(build_report, experiment, counts)
+
+    @app.get("/experiments", summary="Configured experiments")
+    async def experiments() -> dict[str, Any]:
+        return {
+            name: {
+                "control": e.control,
+                "arms": {a.name: {"weight": a.weight, "ranker": a.ranker} for a in e.arms},
+            }
+            for name, e in state.experiments.items()
+        }
+
+    @app.get("/experiments/{name}/report", summary="A/B report (JSON)")
+    async def report_json(name: str) -> dict[str, Any]:
+        return await experiment_report(name)
+
+    @app.get("/experiments/{name}", response_class=HTMLResponse, summary="A/B report (HTML)")
+    async def report_page(name: str) -> HTMLResponse:
+        report = await experiment_report(name)
+        return HTMLResponse(await run_in_threadpool(render_html, report))
 
     @app.put(
         "/users/{user_id}/features",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import redis
 from pydantic import ValidationError
@@ -48,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("precompute", help="score every stored user, cache all profiles")
     _common(pre)
     pre.add_argument("--batch", type=int, default=512, help="users per model call")
+    sim = sub.add_parser("simulate", help="replay users against an A/B experiment, print report")
+    sim.add_argument("--experiment", required=True, help="experiment name")
+    sim.add_argument("--users", type=int, default=2000, help="distinct users to replay (2000)")
+    sim.add_argument("--base-url", default="http://127.0.0.1:8000", help="the running API")
+    sim.add_argument(
+        "--truth",
+        type=Path,
+        default=Path("artifacts/abtest/truth.jsonl"),
+        help="users' true interests (python -m training truth)",
+    )
+    sim.add_argument("--k", type=int, default=10, help="themes per ranking (10)")
+    sim.add_argument("--seed", type=int, default=0, help="seed of user choice and clicks")
+    sim.add_argument("--out", type=Path, help="also write the report as JSON here")
     return parser
 
 
@@ -122,8 +136,31 @@ def run_precompute(settings: Settings, batch: int) -> int:
     return 0
 
 
+def run_simulation(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.simulate import format_report, pick_users, read_truth, simulate
+
+    users = pick_users(read_truth(args.truth), args.users, args.seed)
+    report = asyncio.run(simulate(args.base_url, args.experiment, users, k=args.k, seed=args.seed))
+    print(format_report(report))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "simulate":
+        from service.simulate import SimulationError
+
+        try:
+            return run_simulation(args)
+        except (SimulationError, FileNotFoundError, httpx.HTTPError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     try:
         settings = settings_from(args)
         commands: dict[str, Any] = {

@@ -53,6 +53,12 @@ class ServiceMetrics:
             ["model_version", "provider"],
             registry=r,
         )
+        self.exposures = Counter(
+            "tagprofile_ab_exposures_total",
+            "experiment rankings served, by arm and whether the exposure was logged",
+            ["experiment", "arm", "logged"],
+            registry=r,
+        )
         self.reloads = Counter(
             "tagprofile_reloads_total", "admin reloads by outcome", ["outcome"], registry=r
         )

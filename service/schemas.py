@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -52,12 +52,36 @@ class RankedThemeOut(BaseModel):
 
 
 class RankResponse(BaseModel):
-    request_id: str
+    request_id: str = Field(description="quote it in /events")
     user_id: str
-    arm: str | None
+    arm: str | None = Field(description="the experiment arm; null without an experiment")
+    bucket: int | None = Field(None, description="the user's bucket in [0, 10000)")
     model_version: str
-    source: str
+    source: str = Field(
+        description="'model' or 'popular' (user scores), 'statistics' (popular ranker)"
+    )
+    exposure_logged: bool | None = Field(
+        None, description="false when the exposure could not be stored (Redis down)"
+    )
     themes: list[RankedThemeOut]
+
+
+EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: EventId = Field(description="client-chosen id; re-posting it is a no-op")
+    request_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    type: Literal["click", "impression"]
+    theme_id: ThemeId
+
+
+class EventOut(BaseModel):
+    event_id: str
+    status: Literal["accepted", "duplicate", "already_counted"]
+    arm: str
 
 
 class FeaturesStored(BaseModel):

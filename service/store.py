@@ -90,7 +90,7 @@ class RedisStore:
         self.up = True
         self.on_state: Callable[[bool], None] | None = None
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         if not self.up and time.monotonic() < self._down_until:
             raise StoreUnavailable(f"Redis at {self.url} is down")
         try:
@@ -112,28 +112,28 @@ class RedisStore:
         """Reachability, for ``/readyz`` (always tries, ignoring the breaker)."""
         self._down_until = 0.0
         try:
-            await self._call(self.client.ping)
+            await self.call(self.client.ping)
         except StoreUnavailable:
             return False
         return True
 
     async def get_profile(self, model_version: str, user_id: str) -> bytes | None:
-        return await self._call(lambda: self.client.get(self.keys.profile(model_version, user_id)))
+        return await self.call(lambda: self.client.get(self.keys.profile(model_version, user_id)))
 
     async def set_profile(
         self, model_version: str, user_id: str, blob: bytes, ttl_s: int, jitter: float
     ) -> None:
         ttl = ttl_s + int(random.random() * jitter * ttl_s)
         key = self.keys.profile(model_version, user_id)
-        await self._call(lambda: self.client.set(key, blob, ex=ttl))
+        await self.call(lambda: self.client.set(key, blob, ex=ttl))
 
     async def drop_profile(self, model_version: str, user_id: str) -> None:
-        await self._call(lambda: self.client.delete(self.keys.profile(model_version, user_id)))
+        await self.call(lambda: self.client.delete(self.keys.profile(model_version, user_id)))
 
     async def get_features(self, user_id: str) -> dict[str, Any] | None:
         """The user's stored record (None: unknown); from memory while Redis is down."""
         try:
-            fields = await self._call(lambda: self.client.hgetall(self.keys.features(user_id)))
+            fields = await self.call(lambda: self.client.hgetall(self.keys.features(user_id)))
         except StoreUnavailable:
             record = self.features_lru.get(user_id)
             if record is None:
@@ -156,11 +156,11 @@ class RedisStore:
                 pipe.hset(key, mapping=encode_features(record))
                 await pipe.execute()
 
-        await self._call(write)
+        await self.call(write)
         self.features_lru.put(user_id, record)
 
     async def get_bytes(self, key: str) -> bytes | None:
-        return await self._call(lambda: self.client.get(key))
+        return await self.call(lambda: self.client.get(key))
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -10,9 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training.commands import benchmark, export, prepare, train
+from training.commands import benchmark, export, prepare, train, truth
 
-COMMANDS = {"prepare": prepare, "train": train, "benchmark": benchmark, "export": export}
+COMMANDS = {
+    "prepare": prepare,
+    "train": train,
+    "benchmark": benchmark,
+    "export": export,
+    "truth": truth,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,101 @@
+"""The local A/B test without Docker (``make abtest``): the compose stack as processes.
+
+embedded redis-server -> ``deploy/bootstrap.sh`` (prepare, train, export, truth, load)
+-> the API (``python -m service serve`` on a free port, experiments from
+``deploy/experiments.yaml``) -> ``python -m service simulate`` -> the report, printed
+and written to ``ARTIFACTS/abtest/report.json``. Every process is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--users", type=int, default=2000, help="users to simulate (2000)")
+    parser.add_argument("--world-users", type=int, default=4000, help="synthetic world size")
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs of CTMVM")
+    parser.add_argument(
+        "--data", type=Path, help="a prepared data set instead of a synthetic world (real data)"
+    )
+    parser.add_argument("--experiments", type=Path, default=ROOT / "deploy" / "experiments.yaml")
+    parser.add_argument("--experiment", default="theme-ranking")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="redo bootstrap steps")
+    return parser.parse_args()
+
+
+def wait_ready(url: str, api: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise SystemExit(f"error: the API exited with code {api.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("error: the API did not become ready")
+
+
+def main() -> int:
+    args = parse_args()
+    artifacts = args.artifacts.resolve()
+    out = artifacts / "abtest"
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = artifacts / "bundles" / "abtest"
+    with EmbeddedRedis(out / "redis", persistence=False) as redis_server:
+        env = {
+            **os.environ,
+            "ARTIFACTS": str(artifacts),
+            "TP_USERS": str(args.world_users),
+            "TP_EPOCHS": str(args.epochs),
+            "TP_FORCE": "1" if args.force else os.environ.get("TP_FORCE", "0"),
+            "TAGPROFILE_REDIS_URL": redis_server.url,
+            "TAGPROFILE_EXPERIMENTS": str(args.experiments.resolve()),
+            "PYTHON": sys.executable,
+        }
+        if args.data is not None:
+            env["TP_DATA"] = str(args.data.resolve())
+            env.setdefault("TP_TRUTH_SPLITS", "test")
+        subprocess.run(["sh", str(ROOT / "deploy" / "bootstrap.sh")], env=env, check=True)
+        truth = out / "truth.jsonl"
+        available = sum(1 for line in truth.open() if line.strip())
+        users = min(args.users, available)
+        if users < args.users:
+            print(f"note: simulating {users} users, all whose interests are known")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        serve = [sys.executable, "-m", "service", "serve", "--bundle", str(bundle),
+                 "--port", str(port)]  # fmt: skip
+        api = subprocess.Popen(serve, cwd=ROOT, env=env)
+        try:
+            wait_ready(base, api)
+            simulate = [
+                sys.executable, "-m", "service", "simulate", "--experiment", args.experiment,
+                "--users", str(users), "--base-url", base, "--truth", str(truth),
+                "--seed", str(args.seed), "--out", str(out / "report.json"),
+            ]  # fmt: skip
+            return subprocess.run(simulate, cwd=ROOT, env=env).returncode
+        finally:
+            api.terminate()
+            api.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
