@@ -98,6 +98,10 @@ def serve(settings: Settings) -> int:
     from service.app import create_app
 
     load_bundle(settings.bundle)  # fail here, with the reason, rather than inside uvicorn
+    if settings.experiments is not None:
+        from service.experiments import load_experiments
+
+        load_experiments(settings.experiments)  # ExperimentConfigError names file and key
     print(f"serving {settings.bundle} on http://{settings.host}:{settings.port}; try:")
     print(curl_examples(settings, settings.host, settings.port), flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False)

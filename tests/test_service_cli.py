@@ -156,3 +156,13 @@ def test_serve_runs_uvicorn_with_an_embedded_redis_shared_with_load(service_bund
 def test_serve_with_a_missing_bundle_exits_2_naming_it(tmp_path, capsys):
     assert main(["serve", "--bundle", str(tmp_path / "nothing"), "--port", "1"]) == 2
     assert str(Path(tmp_path / "nothing")) in capsys.readouterr().err
+
+
+def test_serve_with_a_bad_experiments_file_exits_2_naming_the_key(
+    service_bundle, tmp_path, monkeypatch, capsys
+):
+    bad = tmp_path / "experiments.yaml"
+    bad.write_text("experiments:\n  - {name: x, salt: s, control: a, arms: [{name: a}]}\n")
+    monkeypatch.setenv("TAGPROFILE_EXPERIMENTS", str(bad))
+    assert main(["serve", "--bundle", str(service_bundle), "--port", "1"]) == 2
+    assert "experiments[0]" in capsys.readouterr().err
