@@ -93,6 +93,8 @@ class FeatureSpec:
         if not isinstance(features, Mapping):
             raise FeatureError(where, f"expected an object, found {type(features).__name__}")
         known = set(self.names)
+        if not self.has_attributes and features.get(ATTRIBUTES) == []:
+            known.add(ATTRIBUTES)  # "no attributes", as export writes for data without any
         unknown = sorted(str(key) for key in features if key not in known)
         if unknown:
             raise FeatureError(

@@ -4,6 +4,7 @@ validation and batching, the micro-batcher, settings."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 
 import numpy as np
@@ -79,6 +80,16 @@ def test_validate_names_the_bad_field(spec, features, field):
     with pytest.raises(FeatureError) as error:
         spec.validate(features)
     assert error.value.field == field
+
+
+def test_a_model_without_attributes_accepts_an_empty_attributes_list(service_bundle):
+    manifest = load_bundle(service_bundle).manifest
+    inputs = tuple(i for i in manifest.inputs if i.name != "attributes")
+    spec = FeatureSpec.from_manifest(dataclasses.replace(manifest, inputs=inputs, attributes={}))
+    assert "attributes" not in spec.validate({"hist_tags": [1], "attributes": []})
+    assert "attributes" not in spec.encode([spec.validate({"attributes": []})])
+    with pytest.raises(FeatureError, match="unknown feature"):
+        spec.validate({"attributes": [1]})
 
 
 def test_encode_pads_each_bag_to_the_longest_in_the_batch(spec):
