@@ -48,7 +48,7 @@ abtest: install ## local A/B test (no Docker): bootstrap, API, simulator; report
 
 abtest-real: install prepare-real ## the same A/B test on hetrec-movielens-2k test users
 	$(BIN)/python deploy/abtest_local.py --artifacts $(ARTIFACTS)/real \
-		--data $(ARTIFACTS)/data/hetrec-movielens-2k
+		--data $(ARTIFACTS)/data/hetrec-movielens-2k --sessions 20
 
 prepare-real: install ## prepare both shared real data sets (where ../shared/datasets exists)
 	$(BIN)/python -m training prepare --dataset movielens \

@@ -35,6 +35,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--experiments", type=Path, default=ROOT / "deploy" / "experiments.yaml")
     parser.add_argument("--experiment", default="theme-ranking")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sessions", type=int, default=1, help="visits per simulated user (small real test sets)"
+    )
     parser.add_argument("--force", action="store_true", help="redo bootstrap steps")
     return parser.parse_args()
 
@@ -89,7 +92,8 @@ def main() -> int:
             simulate = [
                 sys.executable, "-m", "service", "simulate", "--experiment", args.experiment,
                 "--users", str(users), "--base-url", base, "--truth", str(truth),
-                "--seed", str(args.seed), "--out", str(out / "report.json"),
+                "--seed", str(args.seed), "--sessions", str(args.sessions),
+                "--out", str(out / "report.json"),
             ]  # fmt: skip
             return subprocess.run(simulate, cwd=ROOT, env=env).returncode
         finally:

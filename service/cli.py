@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--k", type=int, default=10, help="themes per ranking (10)")
     sim.add_argument("--seed", type=int, default=0, help="seed of user choice and clicks")
+    sim.add_argument("--sessions", type=int, default=1, help="visits per user (1)")
     sim.add_argument("--out", type=Path, help="also write the report as JSON here")
     return parser
 
@@ -146,7 +147,16 @@ def run_simulation(args: argparse.Namespace) -> int:
     from service.simulate import format_report, pick_users, read_truth, simulate
 
     users = pick_users(read_truth(args.truth), args.users, args.seed)
-    report = asyncio.run(simulate(args.base_url, args.experiment, users, k=args.k, seed=args.seed))
+    report = asyncio.run(
+        simulate(
+            args.base_url,
+            args.experiment,
+            users,
+            k=args.k,
+            seed=args.seed,
+            sessions=args.sessions,
+        )
+    )
     print(format_report(report))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -65,31 +65,35 @@ async def _simulate_user(
     k: int,
     model: ClickModel,
     seed: int,
+    sessions: int,
 ) -> tuple[int, int]:
+    """``sessions`` visits of one user: a ranking each, clicks drawn per shown theme."""
     user_id, truth = user
     rng = np.random.default_rng([seed, index])
-    response = await http.post(
-        "/themes/rank", json={"user_id": user_id, "k": k, "experiment": experiment}
-    )
-    if response.status_code != 200:
-        raise SimulationError(f"POST /themes/rank for {user_id}: {response.status_code} "
-                              f"{response.text[:300]}")  # fmt: skip
-    ranking = response.json()
-    clicks = 0
-    for position, theme in enumerate(ranking["themes"]):
-        if rng.random() >= model.click_probability(position, relevance(theme, truth)):
-            continue
-        event = {
-            "event_id": f"{ranking['request_id']}-{position}",
-            "request_id": ranking["request_id"],
-            "type": "click",
-            "theme_id": theme["theme_id"],
-        }
-        posted = await http.post("/events", json=event)
-        if posted.status_code != 202:
-            raise SimulationError(f"POST /events: {posted.status_code} {posted.text[:300]}")
-        clicks += 1
-    return len(ranking["themes"]), clicks
+    shown = clicks = 0
+    for _ in range(sessions):
+        response = await http.post(
+            "/themes/rank", json={"user_id": user_id, "k": k, "experiment": experiment}
+        )
+        if response.status_code != 200:
+            raise SimulationError(f"POST /themes/rank for {user_id}: {response.status_code} "
+                                  f"{response.text[:300]}")  # fmt: skip
+        ranking = response.json()
+        shown += len(ranking["themes"])
+        for position, theme in enumerate(ranking["themes"]):
+            if rng.random() >= model.click_probability(position, relevance(theme, truth)):
+                continue
+            event = {
+                "event_id": f"{ranking['request_id']}-{position}",
+                "request_id": ranking["request_id"],
+                "type": "click",
+                "theme_id": theme["theme_id"],
+            }
+            posted = await http.post("/events", json=event)
+            if posted.status_code != 202:
+                raise SimulationError(f"POST /events: {posted.status_code} {posted.text[:300]}")
+            clicks += 1
+    return shown, clicks
 
 
 async def simulate(
@@ -100,10 +104,13 @@ async def simulate(
     k: int = 10,
     model: ClickModel | None = None,
     seed: int = 0,
+    sessions: int = 1,
     concurrency: int = 16,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Replay ``users`` once each; returns the API's report afterwards."""
+    """Replay ``users`` (``sessions`` visits each); returns the API's report afterwards.
+    Several sessions per user suit small real test sets: the report's user-level CIs
+    account for the correlation between one user's sessions."""
     model = model or ClickModel()
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
@@ -113,7 +120,9 @@ async def simulate(
 
         async def one(index: int, user: tuple[str, dict[int, float]]) -> tuple[int, int]:
             async with semaphore:
-                result = await _simulate_user(http, index, user, experiment, k, model, seed)
+                result = await _simulate_user(
+                    http, index, user, experiment, k, model, seed, sessions
+                )
                 bar.update()
                 return result
 
