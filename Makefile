@@ -59,6 +59,8 @@ prepare-real: install ## prepare both shared real data sets (where ../shared/dat
 bench: install ## the benchmarks recorded in benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_shapley.py --data $(SHARED)/hetrec2011-movielens-2k
 	$(BIN)/python benchmarks/bench_prepare.py --shared $(SHARED)
+	$(BIN)/python benchmarks/bench_service.py --bundle $(DEMO_BUNDLE) --seconds 10 \
+		--out $(ARTIFACTS)/bench/service.json
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache

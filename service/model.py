@@ -40,10 +40,16 @@ class LoadedModel:
         """Scores [len(records), n_tags] of validated feature records."""
         return self.runtime.run(self.spec.encode(records))
 
-    def profile_blob(self, scores: np.ndarray) -> bytes:
-        """Cache bytes of the top-``max_k`` profile of one score vector."""
+    def profile_blobs(self, scores: np.ndarray) -> list[bytes]:
+        """Cache bytes of the top-``max_k`` profile of each row of ``scores``."""
         ids, values = top_k(scores, self.max_k)
-        return self.codec.encode(ids[0], values[0])
+        return [self.codec.encode(i, v) for i, v in zip(ids, values, strict=True)]
+
+    def score_profiles(self, records: Sequence[dict[str, Any]]) -> list[tuple[np.ndarray, bytes]]:
+        """(scores, profile bytes) per record: the micro-batcher's job, run in its worker
+        thread so that top-k and encoding stay off the event loop."""
+        scores = self.score(records)
+        return list(zip(scores, self.profile_blobs(scores), strict=True))
 
 
 def load_model(
@@ -69,5 +75,5 @@ def load_model(
         bundle, spec, runtime, codec, catalogue, np.zeros(0, np.float32), b"", max_k
     )
     model.cold_start_scores = model.score([spec.empty()])[0]
-    model.cold_start_blob = model.profile_blob(model.cold_start_scores)
+    model.cold_start_blob = model.profile_blobs(model.cold_start_scores[None])[0]
     return model

@@ -2,9 +2,9 @@
 profiles to the cache, so the first request of each user is already a hit.
 
 Users are read and written in pipelined batches (one round trip each way per batch) and
-scored in one onnxruntime call per batch; the writes of a batch overlap the scoring of the
-next (a writer thread), so Redis does not dominate. Users whose stored features no longer
-fit the model are skipped and counted.
+scored in one onnxruntime call per batch. Reading the next batch and encoding + writing the
+previous one run in two threads while a batch is scored, so Redis does not dominate.
+Users whose stored features no longer fit the model are skipped and counted.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from service.keys import Keys
 from service.model import LoadedModel
-from service.profiles import top_k
 from service.store import decode_features
 
 
@@ -60,19 +59,25 @@ def precompute(
 ) -> PrecomputeReport:
     start = time.perf_counter()
     feature_keys = user_keys(client, keys)
+    chunks = list(_chunks(feature_keys, batch))
     written = skipped = 0
     model_seconds = 0.0
     pending: Future[None] | None = None
     with (
+        ThreadPoolExecutor(max_workers=1) as reader,
         ThreadPoolExecutor(max_workers=1) as writer,
         tqdm(total=len(feature_keys), desc="precompute", unit="user", disable=not progress) as bar,
     ):
-        for chunk in _chunks(feature_keys, batch):
-            read = client.pipeline(transaction=False)
-            for key in chunk:
-                read.hgetall(key)
+        # three stages overlap: read chunk i+1 | score chunk i | encode + write chunk i-1
+        # (onnxruntime and socket I/O release the GIL)
+        next_read = reader.submit(_read, client, chunks[0]) if chunks else None
+        for i, chunk in enumerate(chunks):
+            assert next_read is not None
+            replies = next_read.result()
+            if i + 1 < len(chunks):
+                next_read = reader.submit(_read, client, chunks[i + 1])
             users, records = [], []
-            for key, fields in zip(chunk, read.execute(), strict=True):
+            for key, fields in zip(chunk, replies, strict=True):
                 record = decode_features(fields) if fields else None
                 if record is None or not model.spec.fits(record):
                     skipped += 1
@@ -82,13 +87,10 @@ def precompute(
             if records:
                 tick = time.perf_counter()
                 scores = model.score(records)
-                ids, values = top_k(scores, model.max_k)
                 model_seconds += time.perf_counter() - tick
-                blobs = [model.codec.encode(i, v) for i, v in zip(ids, values, strict=True)]
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(_write, client, keys, model.version, users, blobs, ttl_s,
-                                        jitter)  # fmt: skip
+                pending = writer.submit(_write, client, keys, model, users, scores, ttl_s, jitter)
                 written += len(users)
             bar.update(len(chunk))
         if pending is not None:
@@ -96,17 +98,25 @@ def precompute(
     return PrecomputeReport(written, skipped, time.perf_counter() - start, model_seconds)
 
 
+def _read(client: redis.Redis, chunk: list[str]) -> list[dict[bytes, bytes]]:
+    read = client.pipeline(transaction=False)
+    for key in chunk:
+        read.hgetall(key)
+    return read.execute()
+
+
 def _write(
     client: redis.Redis,
     keys: Keys,
-    version: str,
+    model: LoadedModel,
     users: list[str],
-    blobs: list[bytes],
+    scores: np.ndarray,
     ttl_s: int,
     jitter: float,
 ) -> None:
+    blobs = model.profile_blobs(scores)
     pipe = client.pipeline(transaction=False)
     extra = np.random.default_rng(random.getrandbits(32)).random(len(users)) * jitter * ttl_s
     for user_id, blob, more in zip(users, blobs, extra.tolist(), strict=True):
-        pipe.set(keys.profile(version, user_id), blob, ex=ttl_s + int(more))
+        pipe.set(keys.profile(model.version, user_id), blob, ex=ttl_s + int(more))
     pipe.execute()
