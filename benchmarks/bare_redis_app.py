@@ -32,7 +32,9 @@ KEY_TEMPLATE = os.environ.get("BARE_KEY_TEMPLATE", "tp:profile:{user_id}")
 
 
 def _loopback_url(url: str) -> str:
-    """The URL if its host is a loopback address; a benchmark must not reach out."""
+    """The URL if its host is a loopback address; a benchmark must not reach out.
+    (bench_service.require_loopback does the same; importing it would load numpy and
+    onnxruntime into this baseline and inflate its garbage collections.)"""
     host = urlsplit(url).hostname or ""
     loopback = host == "localhost"
     if not loopback:
