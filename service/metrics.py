@@ -30,7 +30,10 @@ class ServiceMetrics:
             registry=r,
         )
         self.profile_source = Counter(
-            "tagprofile_profiles_total", "profiles served by source", ["source"], registry=r
+            "tagprofile_profiles_total",
+            "profiles computed (cache misses), by source",
+            ["source"],
+            registry=r,
         )
         self.batch_size = Histogram(
             "tagprofile_model_batch_size",
