@@ -224,3 +224,24 @@ def test_local_ab_stack_end_to_end(tmp_path):
     assert set(report["arms"]) == {"popular", "profile"}
     assert sum(a["users"] for a in report["arms"].values()) == 300
     assert "profile beats popular" in done.stdout, done.stdout[-2000:]
+
+
+def test_an_arm_may_serve_its_own_bundle(service_bundle, redis_server, tmp_path):
+    from tests.service_helpers import copy_with_version
+
+    copy_with_version(service_bundle, tmp_path / "arm-bundle", "ctmvm-arm")
+    config = tmp_path / "experiments.yaml"
+    config.write_text(
+        EXPERIMENTS.replace(
+            "{name: profile, weight: 1, ranker: profile}",
+            "{name: profile, weight: 1, ranker: profile, bundle: arm-bundle}",
+        )
+    )
+    experiment = load_experiments(config)["themes"]
+    settings = make_settings(service_bundle, redis_server.url, experiments=config)
+    with client_for(settings) as client:
+        main_version = client.get("/readyz").json()["model_version"]
+        for record in users(service_bundle)[:10]:
+            ranking = rank(client, record["user_id"])
+            own = experiment.assign(record["user_id"])[0].name == "profile"
+            assert ranking["model_version"] == ("ctmvm-arm" if own else main_version)
