@@ -42,18 +42,20 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def wait_ready(url: str, api: subprocess.Popen, timeout: float = 120) -> None:
+def wait_ready(url: str, api: subprocess.Popen, timeout: float = 120) -> dict:
+    """The API's ``/readyz`` body once it answers 200; RuntimeError if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if api.poll() is not None:
-            raise SystemExit(f"error: the API exited with code {api.returncode}")
+            raise RuntimeError(f"the API exited with code {api.returncode}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
+            response = httpx.get(f"{url}/readyz", timeout=2)
+            if response.status_code == 200:
+                return response.json()
         except httpx.TransportError:
             pass
         time.sleep(0.3)
-    raise SystemExit("error: the API did not become ready")
+    raise RuntimeError(f"the API at {url} did not become ready in {timeout:.0f} s")
 
 
 def main() -> int:
@@ -102,4 +104,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except RuntimeError as error:  # the API did not come up: say why, without a traceback
+        raise SystemExit(f"error: {error}") from None

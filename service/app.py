@@ -113,7 +113,7 @@ def popular_ranking(
     user; its scores are that statistic and carries no per-user contributions."""
     allowed = set(candidates) if candidates is not None else None
     ranked = []
-    for theme in catalogue.popular(len(catalogue), by=by):
+    for theme in catalogue.popular(len(catalogue) if allowed else k, by=by):
         if allowed is not None and theme.theme_id not in allowed:
             continue
         tags = tuple(

@@ -19,7 +19,7 @@ import orjson
 import redis
 from pydantic import ValidationError
 
-from service.bundle import BundleError, load_bundle
+from service.bundle import Bundle, BundleError, load_bundle
 from service.keys import Keys
 from service.loader import LoadError, load_into_redis
 from service.model import load_model
@@ -75,9 +75,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def curl_examples(settings: Settings, host: str, port: int) -> str:
-    """Working examples for the bundle being served (a real user and theme id)."""
-    bundle = load_bundle(settings.bundle, check_model=False)
+def curl_examples(bundle: Bundle, host: str, port: int) -> str:
+    """Working examples for the bundle being served (one of its real users)."""
     user = "alice"
     if bundle.users_path is not None:
         with bundle.users_path.open("rb") as lines:
@@ -98,13 +97,13 @@ def serve(settings: Settings) -> int:
 
     from service.app import create_app
 
-    load_bundle(settings.bundle)  # fail here, with the reason, rather than inside uvicorn
+    bundle = load_bundle(settings.bundle)  # fail here, with the reason, not inside uvicorn
     if settings.experiments is not None:
         from service.experiments import load_experiments
 
         load_experiments(settings.experiments)  # ExperimentConfigError names file and key
     print(f"serving {settings.bundle} on http://{settings.host}:{settings.port}; try:")
-    print(curl_examples(settings, settings.host, settings.port), flush=True)
+    print(curl_examples(bundle, settings.host, settings.port), flush=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False)
     return 0
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
-"""User ids: a safe charset (no spaces, slashes or glob characters) and bounded length."""
+SAFE_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
+"""Client-chosen ids (users, events): a safe charset (no spaces, slashes or glob
+characters) and bounded length, since they end up in Redis keys."""
+USER_ID_PATTERN = SAFE_ID_PATTERN
 
 _USER_ID = re.compile(USER_ID_PATTERN)
 

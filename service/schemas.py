@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from service.keys import USER_ID_PATTERN
+from service.keys import SAFE_ID_PATTERN, USER_ID_PATTERN
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 ThemeId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -66,7 +66,7 @@ class RankResponse(BaseModel):
     themes: list[RankedThemeOut]
 
 
-EventId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")]
+EventId = Annotated[str, StringConstraints(pattern=SAFE_ID_PATTERN)]
 
 
 class EventIn(BaseModel):

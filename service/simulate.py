@@ -66,11 +66,10 @@ async def _simulate_user(
     model: ClickModel,
     seed: int,
     sessions: int,
-) -> tuple[int, int]:
+) -> None:
     """``sessions`` visits of one user: a ranking each, clicks drawn per shown theme."""
     user_id, truth = user
     rng = np.random.default_rng([seed, index])
-    shown = clicks = 0
     for _ in range(sessions):
         response = await http.post(
             "/themes/rank", json={"user_id": user_id, "k": k, "experiment": experiment}
@@ -79,7 +78,6 @@ async def _simulate_user(
             raise SimulationError(f"POST /themes/rank for {user_id}: {response.status_code} "
                                   f"{response.text[:300]}")  # fmt: skip
         ranking = response.json()
-        shown += len(ranking["themes"])
         for position, theme in enumerate(ranking["themes"]):
             if rng.random() >= model.click_probability(position, relevance(theme, truth)):
                 continue
@@ -92,8 +90,6 @@ async def _simulate_user(
             posted = await http.post("/events", json=event)
             if posted.status_code != 202:
                 raise SimulationError(f"POST /events: {posted.status_code} {posted.text[:300]}")
-            clicks += 1
-    return shown, clicks
 
 
 async def simulate(
@@ -118,13 +114,10 @@ async def simulate(
         bar = tqdm(total=len(users), desc=f"simulate {experiment}", unit="user",
                    disable=not progress)  # fmt: skip
 
-        async def one(index: int, user: tuple[str, dict[int, float]]) -> tuple[int, int]:
+        async def one(index: int, user: tuple[str, dict[int, float]]) -> None:
             async with semaphore:
-                result = await _simulate_user(
-                    http, index, user, experiment, k, model, seed, sessions
-                )
+                await _simulate_user(http, index, user, experiment, k, model, seed, sessions)
                 bar.update()
-                return result
 
         try:
             await asyncio.gather(*(one(i, u) for i, u in enumerate(users)))

@@ -159,8 +159,5 @@ class RedisStore:
         await self.call(write)
         self.features_lru.put(user_id, record)
 
-    async def get_bytes(self, key: str) -> bytes | None:
-        return await self.call(lambda: self.client.get(key))
-
     async def close(self) -> None:
         await self.client.aclose()

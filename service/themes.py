@@ -332,6 +332,7 @@ class ThemeCatalogue:
                 )
             self._position[theme.theme_id] = position
         self._ids = tuple(theme.theme_id for theme in self._themes)
+        self._popular_order: dict[str, list[int]] = {}  # stats key -> positions, best first
 
         # Exact scoring: tags padded to the longest theme (padding has weight 0, which adds
         # exactly 0.0), accumulated tag by tag in file order. Each theme's score is thus the
@@ -518,12 +519,14 @@ class ThemeCatalogue:
         """The control ranking for A/B tests: the ``k`` themes with the highest ``stats[by]``
         (ties: file order); themes lacking that statistic come last, in file order."""
         k = _check_k(k)
+        order = self._popular_order.get(by)
+        if order is None:  # sorted once per statistic: the control arm asks on every request
 
-        def key(position: int) -> tuple[int, float, int]:
-            value = self._themes[position].stats.get(by)
-            return (1, 0.0, position) if value is None else (0, -float(value), position)
+            def key(position: int) -> tuple[int, float, int]:
+                value = self._themes[position].stats.get(by)
+                return (1, 0.0, position) if value is None else (0, -float(value), position)
 
-        order = sorted(range(len(self._themes)), key=key)
+            order = self._popular_order[by] = sorted(range(len(self._themes)), key=key)
         return [self._themes[position] for position in order[:k]]
 
     # ------------------------------------------------------------------ internals

@@ -12,12 +12,18 @@ import httpx
 import numpy as np
 import pytest
 
+from deploy.abtest_local import wait_ready
 from service.abstats import arm_stats, lift
 from service.embedded_redis import EmbeddedRedis, free_port
 from service.experiments import load_experiments
 from tests.conftest import PROJECT_ROOT
-from tests.service_helpers import client_for, load_users_into, make_settings, users
-from tests.test_service_cli import wait_ready
+from tests.service_helpers import (
+    client_for,
+    copy_with_version,
+    load_users_into,
+    make_settings,
+    users,
+)
 
 EXPERIMENTS = """
 experiments:
@@ -227,8 +233,6 @@ def test_local_ab_stack_end_to_end(tmp_path):
 
 
 def test_an_arm_may_serve_its_own_bundle(service_bundle, redis_server, tmp_path):
-    from tests.service_helpers import copy_with_version
-
     copy_with_version(service_bundle, tmp_path / "arm-bundle", "ctmvm-arm")
     config = tmp_path / "experiments.yaml"
     config.write_text(

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
+from deploy.abtest_local import wait_ready
 from service.bundle import load_bundle
 from service.cli import main
 from service.embedded_redis import free_port
@@ -98,21 +98,6 @@ def test_cli_refuses_a_tampered_bundle_with_exit_2(service_bundle, redis_server,
     code = main(["load", "--bundle", str(tampered), "--redis-url", redis_server.url])
     assert code == 2
     assert "users.jsonl" in capsys.readouterr().err
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited with {process.returncode}")
-        try:
-            response = httpx.get(f"{url}/readyz", timeout=1)
-            if response.status_code == 200:
-                return response.json()
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("serve did not become ready")
 
 
 def test_serve_runs_uvicorn_with_an_embedded_redis_shared_with_load(service_bundle, tmp_path):
