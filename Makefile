@@ -6,7 +6,7 @@ EXTRAS ?= cpu,train,dev
 SHARED ?= ../shared/datasets
 ARTIFACTS ?= artifacts
 
-.PHONY: install test lint format demo serve abtest abtest-real prepare-real bench clean
+.PHONY: install test lint format demo serve abtest abtest-real prepare-real bench bench-models clean
 
 install: $(VENV)/.installed ## create .venv and install .[cpu,train,dev]
 
@@ -61,6 +61,24 @@ bench: install ## the benchmarks recorded in benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_prepare.py --shared $(SHARED)
 	$(BIN)/python benchmarks/bench_service.py --bundle $(DEMO_BUNDLE) --seconds 10 \
 		--out $(ARTIFACTS)/bench/service.json
+
+SPLITS ?= 0 1 2
+BENCH_MODELS ?= mostpop,userpop,youtube,utpm,sve,sve_pkm,ctmvm
+
+bench-models: install ## model quality in RESULTS.md: every model x 3 user splits x 3 seeds
+	for s in $(SPLITS); do \
+		$(BIN)/python -m training prepare --dataset movielens --seed $$s \
+			--path $(SHARED)/ml-latest-small --out $(ARTIFACTS)/data/ml-latest-small-split$$s && \
+		$(BIN)/python -m training prepare --dataset hetrec-movielens --seed $$s \
+			--path $(SHARED)/hetrec2011-movielens-2k \
+			--out $(ARTIFACTS)/data/hetrec-movielens-2k-split$$s || exit 1; \
+	done
+	$(BIN)/python -m training benchmark --models $(BENCH_MODELS) --seeds 0,1,2 --device cpu \
+		--data $(foreach s,$(SPLITS),$(ARTIFACTS)/data/ml-latest-small-split$(s)) \
+		--out $(ARTIFACTS)/bench/ml-latest-small
+	$(BIN)/python -m training benchmark --models $(BENCH_MODELS) --seeds 0,1,2 --device cpu \
+		--data $(foreach s,$(SPLITS),$(ARTIFACTS)/data/hetrec-movielens-2k-split$(s)) \
+		--out $(ARTIFACTS)/bench/hetrec-movielens-2k
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache

@@ -15,6 +15,7 @@ from training.report import (
     ablation,
     aggregate,
     best_models,
+    checks,
     improvements,
     mean_std,
     plot_results,
@@ -192,6 +193,41 @@ def test_markdown_improvement_and_ablation_sections():
     assert "AvgShapley@10" not in md  # no such metric here: no section
 
 
+def test_checks_hold_ctmvm_to_the_bar_with_the_paired_evidence():
+    results = make_results(
+        {
+            "mostpop": at10([0.10], [0.3], [0.5], [0.10]),
+            "userpop": at10([0.21], [0.4], [0.5], [0.26]),
+            "youtube": at10([0.20], [0.4], [0.5], [0.20]),
+            "sve": at10([0.19], [0.4], [0.5], [0.25]),
+            "ctmvm": at10([0.22], [0.44], [0.6], [0.24]),
+        }
+    )
+    significant = {"delta": 0.04, "ci_low": 0.01, "ci_high": 0.07, "p_value": 0.004, "pairs": 9}
+    noise = {**significant, "p_value": 0.3}
+    results["paired"] = [
+        {"a": "ctmvm", "b": "youtube", "ndcg@10": significant, "precision@10": noise}
+    ]
+    rows = {row[0]: row[1:] for row in checks(results)}
+    assert rows["`ctmvm` > `youtube` on NDCG@10 and P@10"] == (
+        "yes",
+        "NDCG@10 0.2400 vs 0.2000 (significant, p = 0.004); "
+        "P@10 0.2200 vs 0.2000 (not significant, p = 0.3)",
+    )
+    # userpop has the better NDCG@10 of the two counting models and beats ctmvm there
+    outcome, evidence = rows[
+        "`ctmvm` > the better counting baseline (`userpop`) on NDCG@10 and P@10"
+    ]
+    assert outcome == "no" and evidence.startswith("NDCG@10 0.2400 vs 0.2600")
+    assert rows["`sve` ≥ `youtube` on NDCG@10 and P@10"][0] == "no"  # P@10 0.19 < 0.20
+    assert rows["`ctmvm` ≥ `sve` on NDCG@10 and P@10"][0] == "no"  # NDCG@10 0.24 < 0.25
+    # over youtube: P +10%, R +10%, HR +20%, NDCG +20% -> +15%
+    goal = rows["mean improvement of `ctmvm` over `youtube` (P/R/HR/NDCG@10) ≥ 15%"]
+    assert goal == ("yes", "+15.0%")
+    md = render_markdown(results)
+    assert "## Checks" in md and "| `ctmvm` − `youtube` | +0.0400 [+0.0100, +0.0700] |" in md
+
+
 def test_markdown_without_ctmvm_says_why_there_is_no_improvement_table():
     results = make_results(
         {
@@ -342,3 +378,90 @@ def test_a_failed_run_leaves_a_report_of_the_finished_ones(
     md = (out / "results.md").read_text()
     assert "**incomplete**" in md and "_ctmvm was not run: no improvement table._" in md
     assert (out / "results.png").read_bytes().startswith(PNG_MAGIC)
+
+
+# -------------------------------------------------------- several user splits, pooled
+SPLIT_MODELS = ("userpop", "youtube", "ctmvm")
+
+
+@pytest.fixture(scope="module")
+def prepared_split1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data-split1")
+    argv = ["prepare", "--dataset", "synthetic", "--users", "200", "--items", "80"]
+    assert main([*argv, "--tags", "30", "--seed", "1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def bench_splits(
+    prepared: Path, prepared_split1: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("bench-splits")
+    argv = ["benchmark", "--data", str(prepared), str(prepared_split1)]
+    argv += ["--models", ",".join(SPLIT_MODELS), "--seeds", "0", "--epochs", "1"]
+    assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0
+    return out
+
+
+def test_several_splits_are_pooled_run_by_run(bench_splits: Path, prepared: Path):
+    results = json.loads((bench_splits / "results.json").read_text())
+    assert results["splits"] == [0, 1] and results["seeds"] == [0]
+    assert len(results["data"]) == 2 and results["data"][0] == str(prepared)
+    for model in SPLIT_MODELS:
+        entry = results["results"][model]
+        assert entry["seeds"] == ["split0/seed0", "split1/seed0"]
+        for label in entry["seeds"]:
+            run_dir = bench_splits / "runs" / model / label
+            assert entry["runs"][label] == str(run_dir)
+            per_user = json.loads((run_dir / "test_per_user.json").read_text())
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            assert len(per_user["users"]) == metrics["test_users"]
+            assert sum(per_user["ndcg@10"]) / len(per_user["users"]) == pytest.approx(
+                metrics["ndcg@10"]
+            )
+        assert len(entry["metrics"]["ndcg@10"]["values"]) == 2
+
+
+def test_paired_comparisons_pool_the_users_of_every_split(bench_splits: Path):
+    results = json.loads((bench_splits / "results.json").read_text())
+    pairs = {(p["a"], p["b"]): p for p in results["paired"]}
+    assert set(pairs) == {("ctmvm", "userpop"), ("ctmvm", "youtube")}
+    users = results["results"]["ctmvm"]["metrics"]["test_users"]["values"]
+    for model in ("userpop", "youtube"):
+        for key in ("ndcg@10", "precision@10"):
+            pair = pairs[("ctmvm", model)][key]
+            assert pair["pairs"] == sum(users)
+            assert pair["delta"] == pytest.approx(pair["a"] - pair["b"])
+            assert pair["ci_low"] <= pair["delta"] <= pair["ci_high"]
+            assert 0.0 <= pair["p_value"] <= 1.0
+            # the pooled per-user mean is the user-weighted mean of the run means
+            runs = results["results"][model]["metrics"][key]["values"]
+            assert pair["b"] == pytest.approx(
+                sum(n * v for n, v in zip(users, runs, strict=True)) / sum(users)
+            )
+    md = (bench_splits / "results.md").read_text()
+    assert "user splits (`prepare --seed`): 0, 1 × training seeds: 0" in md
+    paired_md = section(md, "## Paired comparison on the same test users")
+    assert "| `ctmvm` − `youtube` |" in paired_md
+    checks_md = section(md, "## Checks")
+    assert "`ctmvm` > the better counting baseline (`userpop`)" in checks_md
+    assert "`ctmvm` > `youtube` on NDCG@10 and P@10 |" in checks_md
+    assert "≥" not in checks_md.split("\n| mean improvement")[0]  # no sve: no component check
+
+
+@pytest.mark.parametrize("case", ["same split twice", "another data set"])
+def test_splits_of_different_data_sets_are_refused(
+    case: str, prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    other = prepared
+    message = "split 0 is already"
+    if case == "another data set":
+        other = tmp_path / "other"
+        argv = ["prepare", "--dataset", "synthetic", "--users", "200", "--items", "80"]
+        assert main([*argv, "--tags", "20", "--seed", "3", "--out", str(other)]) == 0
+        message = "not a split of the same data set"
+    out = tmp_path / "never"
+    argv = ["benchmark", "--data", str(prepared), str(other), "--models", "mostpop"]
+    assert main([*argv, "--seeds", "0", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

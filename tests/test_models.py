@@ -13,12 +13,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from training.export.folded import FoldedScorer
 from training.features import tag_popularity
 from training.models import LEARNED, MODELS, USES_SVE, build_model
 from training.models.ctmvm import CTMVM
 from training.models.mlp import MainNetwork, weighted_bce
 from training.models.popularity import MostPop, UserPop
 from training.models.utpm import UTPM
+from training.negatives import negative_tag_rate, random_tag_distribution, score_prior
 from training.trainer import FeatureStore, counting_model, training_rows
 
 from .model_fixtures import (
@@ -398,3 +400,56 @@ def test_userpop_ranks_history_tags_first_by_frequency() -> None:
         # the rest of the list by global popularity
         assert (np.diff(popularity[ranking[seen:]]) <= 1e-12).all()
     assert checked >= len(users) // 2
+
+
+# ------------------------------------------------------------- sampling-bias correction
+def test_negative_rate_counts_observed_and_drawn_negatives() -> None:
+    tags = np.array([0, 1, 1, 2, 0])
+    labels = np.array([1, 0, 0, 1, 0])
+    rate = negative_tag_rate(tags, labels, 4, {"tag_negatives": 2})
+    # observed: tag 0 once, tag 1 twice; drawn: 2 per positive (2 positives), uniform over 4
+    assert rate.tolist() == pytest.approx([2.0, 3.0, 1.0, 1.0])
+    assert random_tag_distribution(np.array([3, 3]), 4, 1.0).tolist() == pytest.approx(
+        [1 / 6, 1 / 6, 1 / 6, 3 / 6]
+    )
+
+
+def test_score_prior_is_beta_log_rate_centred_and_zero_when_off() -> None:
+    rate = np.array([1.0, 2.0, 4.0, 0.0])
+    assert score_prior(rate, 0.0).tolist() == [0.0] * 4
+    prior = score_prior(rate, 0.5)
+    safe = np.array([1.0, 2.0, 4.0, 1.0])  # a never-drawn tag gets the smallest rate
+    assert prior.tolist() == pytest.approx((0.5 * np.log(safe / safe.mean())).tolist(), rel=1e-6)
+    assert prior[2] - prior[0] == pytest.approx(0.5 * np.log(4.0))
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_score_prior_shifts_scoring_logits_and_never_the_training_loss(name: str) -> None:
+    data = world()
+    model, config = fresh(name)
+    perturb(model)
+    model.eval()
+    batch = training_batch(data, name, config)
+    with torch.no_grad():
+        loss_before = model.loss(batch)[0]
+        logits_before = torch.logit(model.score_all(batch["user"]).double())
+        prior = torch.randn(model.score_prior.shape, generator=torch.Generator().manual_seed(3))
+        model.score_prior.copy_(prior)
+        assert torch.equal(model.loss(batch)[0], loss_before)
+        logits_after = torch.logit(model.score_all(batch["user"]).double())
+    assert torch.allclose(logits_after - logits_before, prior.double().expand_as(logits_after),
+                          atol=1e-4)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["youtube", "ctmvm"])
+def test_folded_export_path_keeps_the_score_prior(name: str) -> None:
+    data = world()
+    model, config = fresh(name)
+    perturb(model)
+    with torch.no_grad():
+        model.score_prior.copy_(torch.linspace(-1.0, 1.0, model.score_prior.shape[0]))
+    model.eval()
+    user = training_batch(data, name, config)["user"]
+    with torch.no_grad():
+        expected = model.score_all(user)
+        assert torch.allclose(FoldedScorer(model)(user), expected, atol=1e-6)

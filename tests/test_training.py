@@ -105,7 +105,7 @@ def train_twice(name: str, seeds: tuple[int, int]) -> list[tuple[dict, list, dic
     runs = []
     for seed in seeds:
         result, store = train_model(data, name, config, seed=seed, progress=False)
-        report = report_on_test_users(result.model, store, data, config["credit"])
+        report = report_on_test_users(result.model, store, data, config["credit"]).metrics
         runs.append((result.model.state_dict(), result.history, report))
     return runs
 
@@ -322,7 +322,7 @@ def test_train_ctmvm_writes_a_complete_run(
     store = FeatureStore(data, checkpoint["config"]["max_history"], CPU)
     model = build_model("ctmvm", dims_of(data, store), checkpoint["config"])
     model.load_state_dict(checkpoint["state_dict"])
-    report = report_on_test_users(model, store, data, checkpoint["config"]["credit"])
+    report = report_on_test_users(model, store, data, checkpoint["config"]["credit"]).metrics
     assert {k: report[k] for k in METRIC_KEYS} == {k: metrics[k] for k in METRIC_KEYS}
 
 

@@ -28,34 +28,40 @@ def hit_matrix(ranked: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.take_along_axis(truth, ranked, axis=1)
 
 
-def ranking_metrics(
+def per_user_metrics(
     ranked: np.ndarray, truth: np.ndarray, ks: tuple[int, ...] = KS
-) -> dict[str, float]:
-    """Mean Precision/Recall/HR/NDCG@K for every K in ``ks`` (keys like ``ndcg@10``).
+) -> dict[str, np.ndarray]:
+    """Precision/Recall/HR/NDCG@K of every user with a non-empty truth (keys like
+    ``ndcg@10``, values [users]): what paired comparisons between models need.
 
-    ``ranked`` holds at least max(ks) tag indices per user, best first; users whose truth is
-    empty are left out.
+    ``ranked`` holds at least max(ks) tag indices per user, best first.
     """
     n_truth = truth.sum(axis=1)
     keep = n_truth > 0
     hits = hit_matrix(ranked[keep], truth[keep]).astype(np.float64)
     n_truth = n_truth[keep].astype(np.float64)
-    out: dict[str, float] = {}
+    out: dict[str, np.ndarray] = {}
     discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
     for k in ks:
         h = hits[:, :k]
         n_hits = h.sum(axis=1)
         dcg = (h * discounts[:k]).sum(axis=1)
         ideal = np.cumsum(discounts[:k])[np.minimum(n_truth, k).astype(int) - 1]
-        per_user = {
-            "precision": n_hits / k,
-            "recall": n_hits / n_truth,
-            "hr": (n_hits > 0).astype(np.float64),
-            "ndcg": dcg / ideal,
-        }
-        for name in METRICS:
-            out[f"{name}@{k}"] = float(per_user[name].mean()) if len(h) else 0.0
+        out[f"precision@{k}"] = n_hits / k
+        out[f"recall@{k}"] = n_hits / n_truth
+        out[f"hr@{k}"] = (n_hits > 0).astype(np.float64)
+        out[f"ndcg@{k}"] = dcg / ideal
     return out
+
+
+def ranking_metrics(
+    ranked: np.ndarray, truth: np.ndarray, ks: tuple[int, ...] = KS
+) -> dict[str, float]:
+    """Means over users of ``per_user_metrics`` (users whose truth is empty left out)."""
+    return {
+        key: float(values.mean()) if len(values) else 0.0
+        for key, values in per_user_metrics(ranked, truth, ks).items()
+    }
 
 
 def avg_shapley(ranked: np.ndarray, tag_shapley: np.ndarray, ks: tuple[int, ...] = KS):

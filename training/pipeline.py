@@ -7,7 +7,7 @@ from typing import Any
 
 from training.data.processed import ProcessedDataset
 from training.models import LEARNED
-from training.runs import plot_training_curve, save_checkpoint, write_json
+from training.runs import PER_USER_FILE, plot_training_curve, save_checkpoint, write_json
 from training.trainer import test_report, train_model
 
 
@@ -22,13 +22,14 @@ def run_training(
     out: Path,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``model_name`` and write checkpoint, config, metrics, history and curve to
-    ``out``; returns the test metrics."""
+    """Train ``model_name`` and write checkpoint, config, metrics, per-user test metrics,
+    history and curve to ``out``; returns the test metrics."""
     out.mkdir(parents=True, exist_ok=True)
     result, store = train_model(
         data, model_name, config, seed=seed, device=device, progress=progress
     )
-    metrics = test_report(result.model, store, data, config["credit"])
+    report = test_report(result.model, store, data, config["credit"])
+    metrics = report.metrics
     metrics.update(train_seconds=round(result.train_seconds, 3), best_epoch=result.best_epoch)
     run_config = {
         "model": model_name,
@@ -41,6 +42,10 @@ def run_training(
     }
     write_json(out / "config.json", run_config)
     write_json(out / "metrics.json", metrics)
+    write_json(
+        out / PER_USER_FILE,
+        {"users": report.users.tolist(), **{k: v.tolist() for k, v in report.per_user.items()}},
+    )
     write_json(out / "history.json", result.history)
     save_checkpoint(
         out, model_name, result.model, config,

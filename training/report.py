@@ -6,12 +6,16 @@ without training anything.
 
 ``results`` layout (written by ``python -m training benchmark``)::
 
-    {"command": str, "timestamp": str, "data": str, "dataset": {meta.json},
-     "seeds": [int], "models": [str], "device": str, "epochs": int | None,
-     "complete": bool, "hyperparameters": {model: {...}},
-     "results": {model: {"seeds": [int], "runs": {seed: run_dir},
+    {"command": str, "timestamp": str, "data": str | [str], "dataset": {meta.json},
+     "splits": [int], "seeds": [int], "models": [str], "device": str,
+     "epochs": int | None, "complete": bool, "hyperparameters": {model: {...}},
+     "results": {model: {"seeds": [run label], "runs": {run label: run_dir},
                          "metrics": {key: {"mean": float, "std": float,
-                                           "values": [float]}}}}}
+                                           "values": [float]}}}},
+     "paired": [{"a": model, "b": model,
+                 key: {"a", "b", "delta", "ci_low", "ci_high", "p_value", "pairs"}}]}
+
+A run label is the seed with one split, ``split<s>/seed<k>`` with several.
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ ABLATION_STEP = {
     "ctmvm": "+ AMVM (N privileged views)",
 }
 ABLATION_METRICS = ("ndcg@10", "precision@10")
+PAIRED_METRICS = ABLATION_METRICS
+COUNTING = ("mostpop", "userpop")
+COMPONENT_CHECKS = (("sve", "youtube"), (TARGET, "sve"))
+"""Each component must help: SVE over the plain network, AMVM (with SVE) over SVE."""
+GOAL_MEAN_IMPROVEMENT = 0.15
+ALPHA = 0.05
 EXTRA_METRICS = {"avg_shapley@10": "AvgShapley@10", "tag_privileged_hr@10": "Tag_Privileged_HR@10"}
 DIGITS = 4
 
@@ -226,7 +236,7 @@ def improvement_section(results: Mapping[str, Any]) -> list[str]:
     table = improvements(results)
     if not table:
         return [*lines, f"_only {TARGET} was run: nothing to compare with._"]
-    lines += [f"(({TARGET} − model) / model on the mean over seeds; n/a where model is 0)", ""]
+    lines += [f"(({TARGET} − model) / model on the mean over runs; n/a where model is 0)", ""]
     rows = [
         [f"`{m}`", *(fmt_percent(row[k]) for k in AT10), fmt_percent(row["mean"])]
         for m, row in table.items()
@@ -252,7 +262,7 @@ def ablation_section(results: Mapping[str, Any]) -> list[str]:
         skipped = ", ".join(missing)
         lines += [f"_not run: {skipped}; a skipped component counts in the next step run._", ""]
     steps = {s["to"]: s for s in ablation(results)}
-    n_seeds = len(results.get("seeds", []))
+    n_runs = len(results.get("seeds", [])) * len(results.get("splits", [0]))
     header = ["model", "step"]
     for key in ABLATION_METRICS:
         header += [label(key), f"Δ {label(key)}"]
@@ -272,14 +282,14 @@ def ablation_section(results: Mapping[str, Any]) -> list[str]:
         if step is None:
             row.append("baseline")
         else:
-            noise = " (within seed noise)" if step["within_noise"] else ""
+            noise = " (within run-to-run noise)" if step["within_noise"] else ""
             row.append(f"{step['verdict']}{noise}")
         rows.append(row)
     lines += _table(header, rows, text=(0, 1, -1))
     noise_rule = (
-        "a step is *within seed noise* when every |Δ| ≤ √(std_before² + std_after²)"
-        if n_seeds >= 2
-        else "one seed: no noise estimate"
+        "a step is *within run-to-run noise* when every |Δ| ≤ √(std_before² + std_after²)"
+        if n_runs >= 2
+        else "one run: no noise estimate"
     )
     lines += [
         "",
@@ -306,23 +316,136 @@ def extra_section(results: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def find_paired(results: Mapping[str, Any], a: str, b: str) -> Mapping[str, Any] | None:
+    return next((p for p in results.get("paired", []) if p["a"] == a and p["b"] == b), None)
+
+
+def fmt_paired(entry: Mapping[str, Any]) -> list[str]:
+    """``+0.0123 [+0.0010, +0.0236]`` and the p-value."""
+    low, high = (f"{entry[k]:+.{DIGITS}f}" for k in ("ci_low", "ci_high"))
+    return [f"{entry['delta']:+.{DIGITS}f} [{low}, {high}]", f"{entry['p_value']:.2g}"]
+
+
+def paired_section(results: Mapping[str, Any]) -> list[str]:
+    """Model a minus model b, user by user on the same test users (``significance``)."""
+    pairs = results.get("paired", [])
+    if not pairs:
+        return []
+    header = ["a − b"]
+    for key in PAIRED_METRICS:
+        header += [f"Δ {label(key)} [95% CI]", "p"]
+    header.append("users")
+    rows = []
+    for pair in pairs:
+        row = [f"`{pair['a']}` − `{pair['b']}`"]
+        for key in PAIRED_METRICS:
+            row += fmt_paired(pair[key])
+        row.append(str(pair[PAIRED_METRICS[0]]["pairs"]))
+        rows.append(row)
+    return [
+        "## Paired comparison on the same test users",
+        "",
+        "Per split, each test user's metric averaged over the training seeds; the per-user "
+        "differences of all splits pooled; paired t-test (two-sided). This separates models "
+        "that the ± over runs (which includes the split) cannot.",
+        "",
+        *_table(header, rows),
+    ]
+
+
+def _significance(entry: Mapping[str, Any] | None) -> str:
+    if entry is None:
+        return ""
+    word = "significant" if entry["p_value"] < ALPHA else "not significant"
+    return f"{word}, p = {entry['p_value']:.2g}"
+
+
+def _beats(results: Mapping[str, Any], a: str, b: str, strict: bool = True) -> tuple[str, str]:
+    """(yes/no, evidence) for "a beats b" on NDCG@10 and P@10 means."""
+    outcomes, evidence = [], []
+    pair = find_paired(results, a, b)
+    for key in PAIRED_METRICS:
+        mine, other = metric_mean(results, a, key), metric_mean(results, b, key)
+        if mine is None or other is None:
+            return "n/a", ""
+        outcomes.append(mine > other if strict else mine >= other)
+        note = _significance(pair[key] if pair else None)
+        evidence.append(f"{label(key)} {mine:.4f} vs {other:.4f}" + (f" ({note})" if note else ""))
+    return ("yes" if all(outcomes) else "no"), "; ".join(evidence)
+
+
+def checks(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The bar CTMVM is held to: (check, yes/no/n/a, evidence) for the models that ran."""
+    ran = set(results["results"])
+    out = []
+    if TARGET not in ran:
+        return out
+    if "youtube" in ran:
+        out.append(
+            (f"`{TARGET}` > `youtube` on NDCG@10 and P@10", *_beats(results, TARGET, "youtube"))
+        )
+    counting = [m for m in COUNTING if m in ran]
+    if counting:
+        best = max(counting, key=lambda m: metric_mean(results, m, "ndcg@10") or 0.0)
+        out.append(
+            (
+                f"`{TARGET}` > the better counting baseline (`{best}`) on NDCG@10 and P@10",
+                *_beats(results, TARGET, best),
+            )
+        )
+    for after, before in COMPONENT_CHECKS:
+        if after in ran and before in ran:
+            check = f"`{after}` ≥ `{before}` on NDCG@10 and P@10"
+            out.append((check, *_beats(results, after, before, strict=False)))
+    if "youtube" in ran:
+        gain = improvements(results).get("youtube", {}).get("mean")
+        if gain is not None:
+            goal = f"{GOAL_MEAN_IMPROVEMENT:.0%}"
+            out.append(
+                (
+                    f"mean improvement of `{TARGET}` over `youtube` (P/R/HR/NDCG@10) ≥ {goal}",
+                    "yes" if gain >= GOAL_MEAN_IMPROVEMENT - 1e-9 else "no",  # float ratios
+                    fmt_percent(gain),
+                )
+            )
+    return out
+
+
+def checks_section(results: Mapping[str, Any]) -> list[str]:
+    rows = [[check, outcome, evidence] for check, outcome, evidence in checks(results)]
+    if not rows:
+        return []
+    return ["## Checks", "", *_table(["check", "met", "evidence"], rows, text=(0, 1, 2))]
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
-    """The whole ``results.md``: header, main table, improvement, ablation, tag quality."""
+    """The whole ``results.md``: header, main table, checks, improvement, ablation, paired
+    comparisons, tag quality."""
     meta = results.get("dataset", {})
     name = meta.get("dataset", "?")
     seeds = results.get("seeds", [])
+    splits = results.get("splits", [])
+    data = results.get("data", "?")
+    data = ", ".join(f"`{d}`" for d in data) if isinstance(data, list) else f"`{data}`"
+    runs = f"seeds: {', '.join(map(str, seeds))} (mean ± sample std over seeds)"
+    if len(splits) > 1:
+        runs = (
+            f"user splits (`prepare --seed`): {', '.join(map(str, splits))} × training seeds: "
+            f"{', '.join(map(str, seeds))} (mean ± sample std over the "
+            f"{len(splits) * len(seeds)} runs)"
+        )
     test_users = {
-        int(r["metrics"]["test_users"]["mean"])
+        int(n)
         for r in results["results"].values()
         if "test_users" in r["metrics"]
+        for n in r["metrics"]["test_users"]["values"]
     }
     lines = [
         f"# Benchmark on {name}",
         "",
-        f"- data: `{results.get('data', '?')}` (data set `{name}`, family "
-        f"`{meta.get('family', '?')}`)",
-        f"- seeds: {', '.join(map(str, seeds))} (mean ± sample std over seeds)",
-        f"- test users: {', '.join(map(str, sorted(test_users))) or '?'}",
+        f"- data: {data} (data set `{name}`, family `{meta.get('family', '?')}`)",
+        f"- {runs}",
+        f"- test users per run: {', '.join(map(str, sorted(test_users))) or '?'}",
         f"- epochs: {results.get('epochs') or 'from the config'}; "
         f"device: {results.get('device', '?')}",
         f"- command: `{results.get('command', '?')}`",
@@ -337,14 +460,16 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         *main_table(results),
         "",
         "Best mean per column in bold; `train s` is training wall time in seconds.",
-        "",
-        *improvement_section(results),
-        "",
-        *ablation_section(results),
     ]
-    extra = extra_section(results)
-    if extra:
-        lines += ["", *extra]
+    for section in (
+        checks_section(results),
+        improvement_section(results),
+        ablation_section(results),
+        paired_section(results),
+        extra_section(results),
+    ):
+        if section:
+            lines += ["", *section]
     return "\n".join(lines) + "\n"
 
 
@@ -366,13 +491,13 @@ def plot_results(results: Mapping[str, Any], path: Path) -> None:
             edgecolor="black", linewidth=0.4,
         )  # fmt: skip
     ax.set_xticks(range(len(AT10)), [label(k) for k in AT10], fontsize=11)
-    ax.set_ylabel("test score (mean over seeds)")
+    ax.set_ylabel("test score (mean over runs)")
     ax.set_ylim(0, min(1.05, max(ax.get_ylim()[1], 0.05)))
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     name = results.get("dataset", {}).get("dataset", "?")
-    n_seeds = len(results.get("seeds", []))
-    ax.set_title(f"{name}: test metrics @10, mean ± std over {n_seeds} seed(s)")
+    n_runs = len(results.get("seeds", [])) * len(results.get("splits", [0]))
+    ax.set_title(f"{name}: test metrics @10, mean ± std over {n_runs} run(s)")
     ax.legend(title="model", fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)

@@ -15,6 +15,9 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 CHECKPOINT = "checkpoint.pt"
+PER_USER_FILE = "test_per_user.json"
+"""@10 metrics of each test user (dense user ids of the prepared data set): the input of
+the paired comparisons in ``training.significance``."""
 
 
 def write_json(path: Path, payload: Any) -> None:

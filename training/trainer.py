@@ -26,9 +26,17 @@ from training.features import (
     tag_popularity,
     user_features,
 )
-from training.metrics import KS, avg_shapley, ranking_metrics, tag_privileged_hr, top_k
+from training.metrics import (
+    KS,
+    avg_shapley,
+    per_user_metrics,
+    ranking_metrics,
+    tag_privileged_hr,
+    top_k,
+)
 from training.models import LEARNED, USES_SVE, Dims, build_model
 from training.models.popularity import MostPop, UserPop
+from training.negatives import negative_tag_rate, random_tag_distribution, score_prior
 
 SELECTION_METRIC = "ndcg@10"
 EVAL_BATCH = 64
@@ -154,6 +162,9 @@ def train_model(
     store = FeatureStore(data, config["max_history"], dev)
     model = build_model(name, dims_of(data, store), config).to(dev)
     rows = training_rows(data, name, config)
+    rate = negative_tag_rate(rows.tag.numpy(), rows.label.numpy(), data.n_tags, config)
+    prior = score_prior(rate, config.get("prior_correction", 0.0))
+    model.score_prior.copy_(torch.as_tensor(prior, device=dev))
     items = ItemStore(data, dev)
     optimiser = torch.optim.Adam(
         model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
@@ -225,8 +236,7 @@ def _epoch(
     source = np.repeat(positive, config["tag_negatives"])
     n_neg = len(source)
     share = config.get("negative_popularity", 0.0)
-    popularity = np.bincount(rows.tag.numpy()[positive], minlength=n_tags) + 1.0
-    distribution = (1 - share) / n_tags + share * popularity / popularity.sum()
+    distribution = random_tag_distribution(rows.tag.numpy()[positive], n_tags, share)
     n_groups = int(rows.group.max(initial=-1)) + 1
     epoch = {
         "user": torch.cat([rows.user, rows.user[source]]),
@@ -292,16 +302,28 @@ def evaluate(
     return ranking_metrics(ranked, truth)
 
 
+@dataclass
+class TestReport:
+    """Test-user metrics (``metrics.json``) and the @10 metrics of every test user with a
+    non-empty truth, for paired comparisons of models on the same users."""
+
+    metrics: dict[str, float]
+    users: np.ndarray
+    per_user: dict[str, np.ndarray]
+
+
 def test_report(
     model: nn.Module, store: FeatureStore, data: ProcessedDataset, credit: str
-) -> dict[str, float]:
+) -> TestReport:
     """Test-user metrics plus AvgShapley@K and Tag_Privileged_HR@K (paper appendix A)."""
     users = data.users_in("test")
     truth = sample_truth(data, users)
     with_truth = truth.any(axis=1)
     users, truth = users[with_truth], truth[with_truth]
     ranked = score_users(model, store, users, max(KS))
-    report = {**ranking_metrics(ranked, truth), "test_users": len(users)}
+    per_user = per_user_metrics(ranked, truth)
+    report = {key: float(values.mean()) if len(values) else 0.0 for key, values in per_user.items()}
+    report["test_users"] = len(users)
     report.update(avg_shapley(ranked, _tag_shapley(data, credit)))
     if data.privileged_names:
         # the most specific field: with a handful of values (genres) every tag list
@@ -310,7 +332,8 @@ def test_report(
         tag_priv, user_priv = _privileged_incidence(data, users, field)
         report.update(tag_privileged_hr(ranked, tag_priv, user_priv))
         report["tag_privileged_field"] = field
-    return report
+    at10 = {key: values for key, values in per_user.items() if key.endswith("@10")}
+    return TestReport(report, users, at10)
 
 
 def _tag_shapley(data: ProcessedDataset, credit: str) -> np.ndarray:

@@ -1,14 +1,20 @@
-"""``benchmark``: every (model, seed) on one prepared data set -> results.json/.md/.png.
+"""``benchmark``: every (model, split, seed) -> results.json/.md/.png.
 
-Each run goes through the same ``run_training`` as ``train`` (same features, budget and
-evaluation) into ``OUT/runs/<model>/seed<k>/``; the report is aggregated over seeds by
-``training.report``. ``results.json`` is rewritten after every finished run, so an
-interrupted benchmark still leaves the numbers it has (marked incomplete).
+``--data`` takes one prepared data set, or several user splits of one data set (``prepare
+--seed S``): on small public data the split moves every model more than the gaps between
+models, so a verdict should rest on several. Each run goes through the same
+``run_training`` as ``train`` (same features, budget and evaluation) into
+``OUT/runs/<model>/seed<k>/`` (``OUT/runs/<model>/split<s>/seed<k>/`` with several splits).
+The report aggregates over all runs (``training.report``) and compares models user by user
+on the same test users (``training.significance``). ``results.json`` is rewritten after
+every finished run, so an interrupted benchmark still leaves the numbers it has (marked
+incomplete).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shlex
 from datetime import UTC, datetime
@@ -21,20 +27,33 @@ from training.commands.train import add_common, model_config
 from training.data.processed import ProcessedDataset
 from training.models import MODELS
 from training.pipeline import run_training
-from training.report import aggregate, plot_results, render_markdown
-from training.runs import write_json
+from training.report import (
+    ABLATION_CHAIN,
+    PAIRED_METRICS,
+    TARGET,
+    aggregate,
+    plot_results,
+    render_markdown,
+)
+from training.runs import PER_USER_FILE, write_json
+from training.significance import paired_difference
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "benchmark",
         help="train and evaluate several models over several seeds, report mean ± std",
-        description="Train and evaluate every (model, seed) on a prepared data set into "
-        "OUT/runs/<model>/seed<k>/, then write OUT/results.json (per-metric mean, sample std "
-        "and per-seed values), OUT/results.md (tables: metrics, improvement of ctmvm, "
-        "ablation youtube -> sve -> sve_pkm -> ctmvm) and OUT/results.png (@10 bar chart).",
+        description="Train and evaluate every (model, split, seed) into OUT/runs/, then write "
+        "OUT/results.json (per-metric mean, sample std and per-run values), OUT/results.md "
+        "(tables: metrics, improvement of ctmvm, ablation youtube -> sve -> sve_pkm -> "
+        "ctmvm, paired per-user comparisons with 95%% CIs and p-values, checks) and "
+        "OUT/results.png (@10 bar chart).",
     )
-    add_common(p)
+    add_common(
+        p,
+        data_help="one directory written by `prepare`, or several splits of one data set "
+        "(`prepare --seed S` for different S), pooled in one report",
+    )
     p.add_argument(
         "--models", required=True,
         help=f"comma-separated model names, from: {','.join(MODELS)}",
@@ -85,7 +104,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def command_line(args: argparse.Namespace, models: list[str], seeds: list[int]) -> str:
     """The canonical command that reproduces this benchmark (whatever the caller typed)."""
-    parts = ["python", "-m", "training", "benchmark", "--data", str(args.data)]
+    parts = ["python", "-m", "training", "benchmark", "--data", *map(str, args.data)]
     parts += ["--models", ",".join(models), "--seeds", ",".join(map(str, seeds))]
     parts += ["--out", str(args.out)]
     if args.config is not None:
@@ -96,15 +115,65 @@ def command_line(args: argparse.Namespace, models: list[str], seeds: list[int]) 
     return shlex.join(parts)
 
 
-def _summary(per_model: dict[str, dict[int, dict[str, Any]]], out: Path) -> dict[str, Any]:
+def load_splits(paths: list[Path]) -> dict[int, tuple[Path, ProcessedDataset]]:
+    """``prepare --seed`` -> (directory, data set); several must be distinct splits of one
+    data set under one protocol, or pooling them would compare different things."""
+    splits: dict[int, tuple[Path, ProcessedDataset]] = {}
+    first_path, first = paths[0], ProcessedDataset.load(paths[0])
+    reference = {k: v for k, v in first.meta["protocol"].items() if k != "seed"}
+    for path in paths:
+        data = first if path == first_path else ProcessedDataset.load(path)
+        protocol = {k: v for k, v in data.meta["protocol"].items() if k != "seed"}
+        same = data.meta["dataset"] == first.meta["dataset"] and protocol == reference
+        if not same or data.tag_names != first.tag_names:
+            raise ValueError(
+                f"--data {path}: not a split of the same data set and protocol as "
+                f"{first_path} ({data.meta['dataset']} vs {first.meta['dataset']}); "
+                "pool only `prepare --seed S` outputs of one data set"
+            )
+        split = int(data.meta["protocol"]["seed"])
+        if split in splits:
+            raise ValueError(f"--data {path}: split {split} is already {splits[split][0]}")
+        splits[split] = (path, data)
+    return splits
+
+
+def run_label(split: int, seed: int, several_splits: bool) -> str | int:
+    """How a run is keyed in ``results.json``: its seed, or ``split<s>/seed<k>``."""
+    return f"split{split}/seed{seed}" if several_splits else seed
+
+
+def _summary(
+    per_model: dict[str, dict[Any, dict[str, Any]]], run_dirs: dict[str, dict[Any, Path]]
+) -> dict[str, Any]:
     summary = {}
-    for model, per_seed in per_model.items():
-        if per_seed:
-            summary[model] = aggregate(per_seed)
-            summary[model]["runs"] = {
-                str(s): str(out / "runs" / model / f"seed{s}") for s in sorted(per_seed)
-            }
+    for model, per_run in per_model.items():
+        if per_run:
+            summary[model] = aggregate(per_run)
+            summary[model]["runs"] = {str(k): str(run_dirs[model][k]) for k in sorted(per_run)}
     return summary
+
+
+def comparisons(models: list[str]) -> list[tuple[str, str]]:
+    """(a, b) pairs to test: ctmvm against every other model, then each ablation step."""
+    pairs = [(TARGET, m) for m in models if m != TARGET] if TARGET in models else []
+    chain = [m for m in ABLATION_CHAIN if m in models]
+    steps = [(after, before) for before, after in itertools.pairwise(chain)]
+    return pairs + [step for step in steps if step not in pairs]
+
+
+def paired(per_user: dict[str, dict[int, list[dict]]], models: list[str]) -> list[dict[str, Any]]:
+    """User-level paired comparisons of the finished runs (``training.significance``)."""
+    out = []
+    for a, b in comparisons(models):
+        if not per_user[a] or not per_user[b]:
+            continue
+        entry: dict[str, Any] = {"a": a, "b": b}
+        for key in PAIRED_METRICS:
+            entry[key] = paired_difference(per_user[a], per_user[b], key)
+        if all(entry[key] is not None for key in PAIRED_METRICS):
+            out.append(entry)
+    return out
 
 
 def _headline(metrics: dict[str, Any]) -> str:
@@ -123,16 +192,19 @@ def write_report(results: dict[str, Any], out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     models = parse_models(args.models)
     seeds = parse_seeds(args.seeds)
-    data = ProcessedDataset.load(args.data)
+    splits = load_splits(args.data)
+    several = len(splits) > 1
     # resolve every config first: a missing hyper-parameter fails before any training
-    configs = {m: model_config(args, data, m) for m in models}
+    first = next(iter(splits.values()))[1]
+    configs = {m: model_config(args, first, m) for m in models}
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "command": command_line(args, models, seeds),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data": str(args.data),
-        "dataset": data.meta,
+        "data": str(args.data[0]) if not several else [str(p) for p in args.data],
+        "dataset": first.meta,
+        "splits": sorted(splits),
         "seeds": seeds,
         "models": models,
         "device": args.device,
@@ -140,29 +212,39 @@ def run(args: argparse.Namespace) -> int:
         "complete": False,
         "hyperparameters": configs,
         "results": {},
+        "paired": [],
     }
-    per_model: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in models}
-    plan = [(m, s) for m in models for s in seeds]
+    per_model: dict[str, dict[Any, dict[str, Any]]] = {m: {} for m in models}
+    run_dirs: dict[str, dict[Any, Path]] = {m: {} for m in models}
+    per_user: dict[str, dict[int, list[dict]]] = {m: {} for m in models}
+    plan = [(m, split, s) for m in models for split in sorted(splits) for s in seeds]
     try:
         with tqdm(total=len(plan), desc="benchmark", unit="run", disable=None) as bar:
-            for model, seed in plan:
-                bar.set_postfix_str(f"{model} seed {seed}")
-                run_dir = out / "runs" / model / f"seed{seed}"
+            for model, split, seed in plan:
+                label = run_label(split, seed, several)
+                bar.set_postfix_str(f"{model} {label if several else f'seed {seed}'}")
+                run_dir = out / "runs" / model / (label if several else f"seed{seed}")
+                data_dir, data = splits[split]
                 metrics = run_training(
-                    data, args.data, model, configs[model],
+                    data, data_dir, model, configs[model],
                     seed=seed, device=args.device, out=run_dir, progress=False,
                 )  # fmt: skip
-                per_model[model][seed] = metrics
-                bar.write(f"{model:8s} seed {seed}: {_headline(metrics)} -> {run_dir}")
-                results["results"] = _summary(per_model, out)
+                per_model[model][label] = metrics
+                run_dirs[model][label] = run_dir
+                if (run_dir / PER_USER_FILE).is_file():
+                    users = json.loads((run_dir / PER_USER_FILE).read_text(encoding="utf-8"))
+                    per_user[model].setdefault(split, []).append(users)
+                bar.write(f"{model:8s} {label}: {_headline(metrics)} -> {run_dir}")
+                results["results"] = _summary(per_model, run_dirs)
                 write_json(out / "results.json", results)
                 bar.update(1)
         results["complete"] = True
     finally:
         # an interrupted or failed benchmark still reports the runs it finished
         if results["results"]:
+            results["paired"] = paired(per_user, models)
             write_report(results, out)
     means = {m: round(r["metrics"]["ndcg@10"]["mean"], 4) for m, r in results["results"].items()}
-    print(f"ndcg@10 mean over seeds: {json.dumps(means)}")
+    print(f"ndcg@10 mean over runs: {json.dumps(means)}")
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
     return 0

@@ -12,8 +12,11 @@ from training.models import MODELS
 from training.pipeline import run_training
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="directory written by `prepare`")
+def add_common(p: argparse.ArgumentParser, data_help: str | None = None) -> None:
+    if data_help is None:
+        p.add_argument("--data", type=Path, required=True, help="directory written by `prepare`")
+    else:
+        p.add_argument("--data", type=Path, nargs="+", required=True, help=data_help)
     p.add_argument(
         "--config", type=Path,
         help="hyper-parameter file (default: the tuned config of the data set's family)",

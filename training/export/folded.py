@@ -42,7 +42,7 @@ class FoldedScorer(nn.Module):
             self.register_buffer("tag_const", tags @ w_tag.T + bias)  # [T, H]
             self.register_buffer("queries", model.target.query(tags) * model.target.scale)
             self.register_buffer("keys", tags.clone())  # [T, d]
-            self.register_buffer("tag_bias", model.tag_bias.detach().clone())
+            self.register_buffer("tag_bias", model.inference_bias().detach().clone())
             self.fields: list[str] = []
             if isinstance(model, CTMVM):
                 self.fields = list(model.fields)

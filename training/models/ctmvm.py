@@ -127,5 +127,5 @@ class CTMVM(MainNetwork):
                 x_user.unsqueeze(1), tag_emb.unsqueeze(0), views.unsqueeze(0)
             )  # [B, T, N]
             extra.append(torch.einsum("btn,tnd->btd", ratings, views))
-        logits = self.main_logit(x_user, self.tag_side_all(user), self.tag_bias, *extra)
+        logits = self.main_logit(x_user, self.tag_side_all(user), self.inference_bias(), *extra)
         return torch.sigmoid(logits)

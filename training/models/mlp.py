@@ -52,6 +52,12 @@ class MainNetwork(nn.Module):
         # deep part learns what counting cannot (co-occurrence, privileged knowledge)
         self.wide = nn.Linear(TargetAware.out_extra, 1)
         self.tag_bias = nn.Parameter(torch.zeros(dims.n_tags))
+        self.register_buffer("score_prior", torch.zeros(dims.n_tags))
+
+    def inference_bias(self) -> Tensor:
+        """[T] per-tag bias of scoring: the learned bias plus the sampling-bias correction
+        (``training.negatives.score_prior``), which training never sees."""
+        return self.tag_bias + self.score_prior
 
     def tag_side_rows(self, user: UserBatch, tags: Tensor) -> Tensor:
         """[B, d + d + 2]: X_t and the target-aware signal for one tag per row."""
@@ -90,5 +96,5 @@ class MainNetwork(nn.Module):
 
     def score_all(self, user: UserBatch) -> Tensor:
         """Click probability of every tag for every user of the batch: [B, T]."""
-        logits = self.main_logit(self.encoder(user), self.tag_side_all(user), self.tag_bias)
+        logits = self.main_logit(self.encoder(user), self.tag_side_all(user), self.inference_bias())
         return torch.sigmoid(logits)

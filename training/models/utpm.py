@@ -44,6 +44,7 @@ class UTPM(nn.Module):
             nn.Linear(config["hidden"][0], d),
         )
         self.tag_bias = nn.Parameter(torch.zeros(dims.n_tags))
+        self.register_buffer("score_prior", torch.zeros(dims.n_tags))  # see MainNetwork
         self.target = TargetAware(d)
         self.target_out = nn.Linear(self.target.out_dim, 1)
 
@@ -100,5 +101,6 @@ class UTPM(nn.Module):
     def score_all(self, user: UserBatch) -> Tensor:
         u = self.user_embedding(user).unsqueeze(1)  # [B, 1, d]
         target = self.target.all_tags(self.encoder.tag, user)  # [B, T, d + 2]
-        logits = self._logits(u, self.encoder.tag.weight.unsqueeze(0), self.tag_bias, target)
+        bias = self.tag_bias + self.score_prior
+        logits = self._logits(u, self.encoder.tag.weight.unsqueeze(0), bias, target)
         return torch.sigmoid(logits)
