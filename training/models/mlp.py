@@ -95,6 +95,7 @@ class MainNetwork(nn.Module):
         return loss, {"predict": float(loss.detach())}
 
     def score_all(self, user: UserBatch) -> Tensor:
-        """Click probability of every tag for every user of the batch: [B, T]."""
+        """Score in (0, 1) of every tag for every user of the batch: [B, T]; the click
+        probability itself when ``score_prior`` is zero (``prior_correction`` 0)."""
         logits = self.main_logit(self.encoder(user), self.tag_side_all(user), self.inference_bias())
         return torch.sigmoid(logits)
