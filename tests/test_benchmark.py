@@ -445,6 +445,8 @@ def test_paired_comparisons_pool_the_users_of_every_split(bench_splits: Path):
     assert "| `ctmvm` − `youtube` |" in paired_md
     checks_md = section(md, "## Checks")
     assert "`ctmvm` > the better counting baseline (`userpop`)" in checks_md
+    png = (bench_splits / "results.png").read_bytes()  # bars and the paired-CI panel
+    assert png.startswith(PNG_MAGIC) and len(png) > 10_000
     assert "`ctmvm` > `youtube` on NDCG@10 and P@10 |" in checks_md
     assert "≥" not in checks_md.split("\n| mean improvement")[0]  # no sve: no component check
 

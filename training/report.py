@@ -50,6 +50,7 @@ COMPONENT_CHECKS = (("sve", "youtube"), (TARGET, "sve"))
 """Each component must help: SVE over the plain network, AMVM (with SVE) over SVE."""
 GOAL_MEAN_IMPROVEMENT = 0.15
 ALPHA = 0.05
+SYMLOG_LINEAR = 0.01
 EXTRA_METRICS = {"avg_shapley@10": "AvgShapley@10", "tag_privileged_hr@10": "Tag_Privileged_HR@10"}
 DIGITS = 4
 
@@ -475,11 +476,19 @@ def render_markdown(results: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------- plot
 def plot_results(results: Mapping[str, Any], path: Path) -> None:
-    """Grouped bars: one group per @10 metric, one bar per model, std as error bars."""
+    """Grouped bars of the @10 metrics (mean ± std over runs, one bar per model) and, when
+    paired comparisons exist, a panel of their differences with 95% CIs: the picture that
+    says whether a gap is real."""
     models = [m for m in results["models"] if m in results["results"]]
+    pairs = results.get("paired", [])
     n = max(len(models), 1)
     width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(9.0, 0.9 * n + 5), 4.8), dpi=120)
+    bars_width = max(9.0, 0.9 * n + 5)
+    fig, axes = plt.subplots(
+        1, 2 if pairs else 1, figsize=(bars_width + (6.5 if pairs else 0), 4.8), dpi=120,
+        squeeze=False, gridspec_kw={"width_ratios": [bars_width, 6.5] if pairs else [1]},
+    )  # fmt: skip
+    ax = axes[0][0]
     cmap = plt.get_cmap("tab10")
     for i, model in enumerate(models):
         metrics = results["results"][model]["metrics"]
@@ -499,6 +508,33 @@ def plot_results(results: Mapping[str, Any], path: Path) -> None:
     n_runs = len(results.get("seeds", [])) * len(results.get("splits", [0]))
     ax.set_title(f"{name}: test metrics @10, mean ± std over {n_runs} run(s)")
     ax.legend(title="model", fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if pairs:
+        _plot_paired(axes[0][1], pairs)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _plot_paired(ax: plt.Axes, pairs: Sequence[Mapping[str, Any]]) -> None:
+    """One row per comparison, a point with its 95% CI per paired metric, a line at 0."""
+    offsets = {
+        key: (i - (len(PAIRED_METRICS) - 1) / 2) * 0.25 for i, key in enumerate(PAIRED_METRICS)
+    }
+    for i, key in enumerate(PAIRED_METRICS):
+        ys = [row + offsets[key] for row in range(len(pairs))]
+        deltas = [p[key]["delta"] for p in pairs]
+        errors = [
+            [p[key]["delta"] - p[key]["ci_low"] for p in pairs],
+            [p[key]["ci_high"] - p[key]["delta"] for p in pairs],
+        ]
+        ax.errorbar(deltas, ys, xerr=errors, fmt="o", capsize=3, label=label(key), color=f"C{i}")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    # linear near 0, where the close calls are; logarithmic for gaps like ctmvm − mostpop
+    ax.set_xscale("symlog", linthresh=SYMLOG_LINEAR)
+    ax.margins(x=0.08)
+    ax.set_yticks(range(len(pairs)), [f"{p['a']} − {p['b']}" for p in pairs], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"paired difference, same test users (95% CI; linear within ±{SYMLOG_LINEAR})")
+    ax.set_title("is the gap real? (CI crossing 0: no)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=9, loc="lower right")
