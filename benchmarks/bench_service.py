@@ -815,6 +815,22 @@ def _goal(c: dict[str, Any]) -> str:
     return f"≥ {c['goal']}×: {'met' if c['met'] else 'NOT met'}"
 
 
+def _load_row(
+    c: dict[str, Any], name: str, label: str, measured: str, extra: str | None = None
+) -> str:
+    """One row of a load table; ``measured`` is the configuration whose ratio to the
+    baseline row (1×) is the result, ``extra`` an optional column before ``errors``."""
+    m = c["median"][name]
+    ratio, goal = (f"**{c['ratio']:.2f}×**", _goal(c)) if name == measured else ("1×", "")
+    cells = [
+        label, str(c["clients"]), _rounds(c["runs"][name]), f"{m['rps']:,.0f}",
+        f"{m['p50_ms']:.2f}", f"{m['p99_ms']:.2f}",
+        f"{m.get('server_cpu_us_per_request', float('nan')):.0f}",
+        *([extra] if extra is not None else []), str(m["errors"]), ratio, goal,
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines: list[str] = []
     header = (
@@ -832,18 +848,7 @@ def markdown(results: dict[str, Any]) -> str:
         for name, label in labels.items():
             if name not in c["median"]:
                 continue
-            m = c["median"][name]
-            ratio = {
-                "service": f"**{c['ratio']:.2f}×**",
-                "bare": "1×",
-            }[name]
-            goal = _goal(c) if name == "service" else ""
-            lines.append(
-                f"| {label} | {c['clients']} | {_rounds(c['runs'][name])} | {m['rps']:,.0f} "
-                f"| {m['p50_ms']:.2f} | {m['p99_ms']:.2f} "
-                f"| {m.get('server_cpu_us_per_request', float('nan')):.0f} | {m['errors']} "
-                f"| {ratio} | {goal} |"
-            )
+            lines.append(_load_row(c, name, label, measured="service"))
         lines.append("")
     if "miss" in results:
         c = results["miss"]
@@ -854,15 +859,8 @@ def markdown(results: dict[str, Any]) -> str:
             rule.replace("|---:|---:|---|", "|---:|---:|---:|---|"),
         ]
         for name, label in (("batched", "micro-batched (64, 2 ms)"), ("unbatched", "max batch 1")):
-            m = c["median"][name]
-            ratio = f"**{c['ratio']:.2f}×**" if name == "batched" else "1×"
-            goal = _goal(c) if name == "batched" else ""
-            lines.append(
-                f"| {label} | {c['clients']} | {_rounds(c['runs'][name])} | {m['rps']:,.0f} "
-                f"| {m['p50_ms']:.2f} | {m['p99_ms']:.2f} "
-                f"| {m.get('server_cpu_us_per_request', float('nan')):.0f} "
-                f"| {m['mean_batch']:.1f} | {m['errors']} | {ratio} | {goal} |"
-            )
+            extra = f"{c['median'][name]['mean_batch']:.1f}"
+            lines.append(_load_row(c, name, label, measured="batched", extra=extra))
         lines.append("")
     if "precompute" in results:
         c = results["precompute"]

@@ -54,14 +54,16 @@ def per_user_metrics(
     return out
 
 
+def user_means(per_user: dict[str, np.ndarray]) -> dict[str, float]:
+    """The reported value of each metric: its mean over users (0 without users)."""
+    return {key: float(values.mean()) if len(values) else 0.0 for key, values in per_user.items()}
+
+
 def ranking_metrics(
     ranked: np.ndarray, truth: np.ndarray, ks: tuple[int, ...] = KS
 ) -> dict[str, float]:
     """Means over users of ``per_user_metrics`` (users whose truth is empty left out)."""
-    return {
-        key: float(values.mean()) if len(values) else 0.0
-        for key, values in per_user_metrics(ranked, truth, ks).items()
-    }
+    return user_means(per_user_metrics(ranked, truth, ks))
 
 
 def avg_shapley(ranked: np.ndarray, tag_shapley: np.ndarray, ks: tuple[int, ...] = KS):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from training.metrics import (
     ranking_metrics,
     tag_privileged_hr,
     top_k,
+    user_means,
 )
 from training.models import LEARNED, USES_SVE, Dims, build_model
 from training.models.popularity import MostPop, UserPop
@@ -307,7 +309,7 @@ class TestReport:
     """Test-user metrics (``metrics.json``) and the @10 metrics of every test user with a
     non-empty truth, for paired comparisons of models on the same users."""
 
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
     users: np.ndarray
     per_user: dict[str, np.ndarray]
 
@@ -322,8 +324,7 @@ def test_report(
     users, truth = users[with_truth], truth[with_truth]
     ranked = score_users(model, store, users, max(KS))
     per_user = per_user_metrics(ranked, truth)
-    report = {key: float(values.mean()) if len(values) else 0.0 for key, values in per_user.items()}
-    report["test_users"] = len(users)
+    report: dict[str, Any] = {**user_means(per_user), "test_users": len(users)}
     report.update(avg_shapley(ranked, _tag_shapley(data, credit)))
     if data.privileged_names:
         # the most specific field: with a handful of values (genres) every tag list

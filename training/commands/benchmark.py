@@ -138,9 +138,12 @@ def load_splits(paths: list[Path]) -> dict[int, tuple[Path, ProcessedDataset]]:
     return splits
 
 
-def run_label(split: int, seed: int, several_splits: bool) -> str | int:
-    """How a run is keyed in ``results.json``: its seed, or ``split<s>/seed<k>``."""
-    return f"split{split}/seed{seed}" if several_splits else seed
+def run_label(split: int, seed: int, several_splits: bool) -> tuple[str | int, str]:
+    """How a run is keyed in ``results.json`` (its seed, or ``split<s>/seed<k>``) and its
+    directory under ``OUT/runs/<model>/``."""
+    if several_splits:
+        return f"split{split}/seed{seed}", f"split{split}/seed{seed}"
+    return seed, f"seed{seed}"
 
 
 def _summary(
@@ -221,9 +224,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with tqdm(total=len(plan), desc="benchmark", unit="run", disable=None) as bar:
             for model, split, seed in plan:
-                label = run_label(split, seed, several)
-                bar.set_postfix_str(f"{model} {label if several else f'seed {seed}'}")
-                run_dir = out / "runs" / model / (label if several else f"seed{seed}")
+                label, relative = run_label(split, seed, several)
+                bar.set_postfix_str(f"{model} {relative}")
+                run_dir = out / "runs" / model / relative
                 data_dir, data = splits[split]
                 metrics = run_training(
                     data, data_dir, model, configs[model],
@@ -234,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
                 if (run_dir / PER_USER_FILE).is_file():
                     users = json.loads((run_dir / PER_USER_FILE).read_text(encoding="utf-8"))
                     per_user[model].setdefault(split, []).append(users)
-                bar.write(f"{model:8s} {label}: {_headline(metrics)} -> {run_dir}")
+                bar.write(f"{model:8s} {relative}: {_headline(metrics)} -> {run_dir}")
                 results["results"] = _summary(per_model, run_dirs)
                 write_json(out / "results.json", results)
                 bar.update(1)
