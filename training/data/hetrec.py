@@ -1,8 +1,8 @@
 """Loaders for the HetRec 2011 tagging sets (movielens-2k, delicious-2k, lastfm-2k).
 
 An interaction is a distinct (user, item) pair and its coalition is the set of tags that user
-gave that item, so the grouping of tag assignments into pairs is the heart of these loaders;
-it is done with numpy on integer keys because the assignment files have up to ~440k rows.
+gave that item (the grouping is :mod:`training.data.assignments`, shared with the MovieLens
+tag-application loader); these loaders read the files and check the tag ids.
 
 Each set ships its assignments twice: with a millisecond timestamp (``*-timestamps.dat``,
 preferred) and with calendar fields (day, month, year[, hour, minute, second], read as UTC).
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.assignments import Field, group_assignments
 from training.data.errors import DataFormatError
 from training.data.movielens import item_field
 from training.data.ragged import Ragged
@@ -29,7 +30,6 @@ _TIMESTAMP = ("timestamp", "unixTimeStamp")
 _DATE = (("day", "date_day"), ("month", "date_month"), ("year", "date_year"))
 _TIME_OF_DAY = (("hour", "date_hour"), ("minute", "date_minute"), ("second", "date_second"))
 
-Field = tuple[Vocabulary, Ragged]
 PrivilegedBuilder = Callable[[Path, np.ndarray], dict[str, Field]]
 
 
@@ -73,39 +73,16 @@ def load_hetrec_lastfm(path: Path) -> RawDataset:
 def _load(path: Path, layout: _Layout) -> RawDataset:
     assignments = _read_assignments(path, layout)
     tag_ids, tag_names = _read_tag_names(path / TAGS_FILE)
-    user_raw, user_index = np.unique(assignments.user, return_inverse=True)
-    item_raw, item_index = np.unique(assignments.item, return_inverse=True)
     tag_raw, tag_index = np.unique(assignments.tag, return_inverse=True)
-    names = _tag_vocabulary(assignments, tag_raw, tag_ids, tag_names)
-    n_items = len(item_raw)
-
-    pair_key, pair_index = np.unique(
-        user_index.astype(np.int64) * n_items + item_index, return_inverse=True
+    return group_assignments(
+        layout.name,
+        assignments.user,
+        assignments.item,
+        tag_index,
+        assignments.time,
+        _tag_vocabulary(assignments, tag_raw, tag_ids, tag_names),
+        lambda items: layout.privileged(path, items),
     )
-    dataset = RawDataset(
-        name=layout.name,
-        tag_names=names,
-        user_ids=[str(u) for u in user_raw.tolist()],
-        item_ids=[str(i) for i in item_raw.tolist()],
-        inter_user=(pair_key // n_items).astype(np.int32),
-        inter_item=(pair_key % n_items).astype(np.int32),
-        inter_label=np.ones(len(pair_key), dtype=np.int8),
-        inter_time=_earliest(pair_index, assignments.time, len(pair_key)),
-        inter_tags=Ragged.from_pairs(pair_index, tag_index, len(pair_key)),
-        item_tags=Ragged.from_pairs(item_index, tag_index, n_items),
-        tag_counts=np.bincount(tag_index, minlength=len(tag_raw)).astype(np.int64),
-        privileged=layout.privileged(path, item_raw),
-        explicit_negatives=False,
-    )
-    dataset.validate()
-    return dataset
-
-
-def _earliest(group: np.ndarray, time: np.ndarray, n_groups: int) -> np.ndarray:
-    """Minimum time per group; every group id in ``range(n_groups)`` occurs at least once."""
-    order = np.argsort(group, kind="stable")
-    starts = np.searchsorted(group[order], np.arange(n_groups))
-    return np.minimum.reduceat(time[order], starts).astype(np.int64)
 
 
 def _read_assignments(path: Path, layout: _Layout) -> _Assignments:

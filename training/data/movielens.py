@@ -40,7 +40,7 @@ def load_movielens(path: Path) -> RawDataset:
     rating = ratings.floats("rating")
     rating_time = ratings.ints("timestamp")
     movie_ids = movies.ints("movieId")
-    _check_unique(movies, movie_ids, "movieId")
+    check_unique(movies, movie_ids, "movieId")
     tag_movie = tags.ints("movieId")
     for column in ("userId", "timestamp"):
         tags.ints(column)  # unused, but parsed so that a shifted or corrupt row fails loudly
@@ -66,7 +66,9 @@ def load_movielens(path: Path) -> RawDataset:
             inter_tags=item_tags.take(inter_item),
             item_tags=item_tags,
             tag_counts=tag_counts,
-            privileged={"genre": _genres(movies, np.searchsorted(item_raw, movie_ids), n_items)},
+            privileged={
+                "genre": genre_field(movies, np.searchsorted(item_raw, movie_ids), n_items)
+            },
             explicit_negatives=True,
         )
     )
@@ -77,22 +79,35 @@ def normalise_tag(tag: str) -> str:
     return tag.strip().lower()
 
 
+def tag_vocabulary(tags: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Normalised free-text tags: (mask of the rows kept, vocabulary sorted by name, tag index
+    of each kept row). A tag that normalises to nothing (blank, a lone no-break space) is
+    dropped: it names nothing a profile could show."""
+    names = [normalise_tag(tag) for tag in tags]
+    keep = np.fromiter((bool(name) for name in names), dtype=bool, count=len(names))
+    vocabulary, tag_index = np.unique(
+        np.array([name for name in names if name], dtype=str), return_inverse=True
+    )
+    return keep, vocabulary.tolist(), tag_index
+
+
 def _item_tags(
     tags: Table, tag_item: np.ndarray, n_items: int
 ) -> tuple[list[str], Ragged, np.ndarray]:
     """Tag vocabulary (sorted by name), each item's distinct tags and applications per tag."""
-    names = [normalise_tag(tag) for tag in tags.strings("tag")]
-    keep = np.fromiter((bool(name) for name in names), dtype=bool, count=len(names))
-    kept = np.array([name for name in names if name], dtype=str)
-    vocabulary, tag_index, counts = np.unique(kept, return_inverse=True, return_counts=True)
+    keep, vocabulary, tag_index = tag_vocabulary(tags.strings("tag"))
     item_tags = Ragged.from_pairs(tag_item[keep], tag_index, n_items)
-    return vocabulary.tolist(), item_tags, counts.astype(np.int64)
+    counts = np.bincount(tag_index, minlength=len(vocabulary)).astype(np.int64)
+    return vocabulary, item_tags, counts
 
 
-def _genres(movies: Table, movie_item: np.ndarray, n_items: int) -> tuple[Vocabulary, Ragged]:
-    """The multi-valued genre field; ``(no genres listed)`` means no value."""
+def genre_field(movies: Table, movie_item: np.ndarray, n_items: int) -> tuple[Vocabulary, Ragged]:
+    """The multi-valued genre field; ``(no genres listed)`` means no value, and a row whose
+    item is -1 (a movie the data set does not use) is skipped."""
     rows, values = [], []
     for item, genres in zip(movie_item.tolist(), movies.strings("genres"), strict=True):
+        if item < 0:
+            continue
         for genre in genres.split("|"):
             genre = genre.strip()
             if genre and genre != NO_GENRES:
@@ -109,7 +124,7 @@ def item_field(
     return Vocabulary(vocabulary.tolist()), Ragged.from_pairs(item_index, value_index, n_items)
 
 
-def _check_unique(table: Table, ids: np.ndarray, column: str) -> None:
+def check_unique(table: Table, ids: np.ndarray, column: str) -> None:
     """Two rows for one id would make the second silently win: refuse instead."""
     order = np.argsort(ids, kind="stable")
     repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
