@@ -50,11 +50,13 @@ abtest-real: install prepare-real ## the same A/B test on hetrec-movielens-2k te
 	$(BIN)/python deploy/abtest_local.py --artifacts $(ARTIFACTS)/real \
 		--data $(ARTIFACTS)/data/hetrec-movielens-2k --sessions 20
 
-prepare-real: install ## prepare both shared real data sets (where ../shared/datasets exists)
+prepare-real: install ## prepare the three shared real data sets (where ../shared/datasets exists)
 	$(BIN)/python -m training prepare --dataset movielens \
 		--path $(SHARED)/ml-latest-small --out $(ARTIFACTS)/data/ml-latest-small
 	$(BIN)/python -m training prepare --dataset hetrec-movielens \
 		--path $(SHARED)/hetrec2011-movielens-2k --out $(ARTIFACTS)/data/hetrec-movielens-2k
+	$(BIN)/python -m training prepare --dataset movielens-tags \
+		--path $(SHARED)/ml-10m-tags --out $(ARTIFACTS)/data/ml-10m-tags
 
 bench: install ## the benchmarks recorded in benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_shapley.py --data $(SHARED)/hetrec2011-movielens-2k

@@ -28,6 +28,11 @@ def hetrec_movielens_2k() -> Path:
     return shared_dataset("hetrec2011-movielens-2k")
 
 
+@pytest.fixture
+def ml_10m_tags() -> Path:
+    return shared_dataset("ml-10m-tags")
+
+
 # --------------------------------------------------------------------------- service
 @pytest.fixture(scope="session")
 def service_bundle(tmp_path_factory) -> Path:

@@ -14,6 +14,7 @@ import pytest
 
 from training.data.hetrec import load_hetrec_movielens
 from training.data.movielens import load_movielens
+from training.data.movielens_tags import load_movielens_tags
 
 pytestmark = pytest.mark.realdata
 
@@ -78,6 +79,32 @@ def test_hetrec_movielens_2k_calendar_file_is_local_time(
     assert np.array_equal(from_dates.inter_item, from_ms.inter_item)
     assert from_dates.inter_tags == from_ms.inter_tags
     assert set(np.unique(from_dates.inter_time - from_ms.inter_time).tolist()) == {3600, 7200}
+
+
+def test_ml_10m_tags_counts(ml_10m_tags: Path) -> None:
+    rows = [line.split("::") for line in (ml_10m_tags / "tags.dat").read_text("utf-8").split("\n")]
+    rows = [row for row in rows if row != [""]]
+    assert len(rows) == 95_580 and {len(row) for row in rows} == {4}  # no '::' inside a field
+    data = load_movielens_tags(ml_10m_tags)
+    assert data.n_users == len({row[0] for row in rows}) == 4009
+    assert data.n_items == len({row[1] for row in rows}) == 7601
+    assert data.n_interactions == len({(row[0], row[1]) for row in rows}) == 55_484
+    # six applications are a lone no-break space, which normalises to no tag
+    assert int(data.tag_counts.sum()) == 95_580 - 6
+    assert data.n_tags == 15_238  # distinct after lower-casing and stripping
+    assert int((data.tag_counts >= 5).sum()) == 2857  # the protocol's min-count filter
+    assert int(data.inter_tags.lengths().max()) == 48
+    assert data.inter_label.all() and not data.explicit_negatives
+    assert len(data.privileged["genre"][0]) == 19  # the README's 18 with "Children", + IMAX
+
+
+def test_ml_10m_tags_colons_and_utf8(ml_10m_tags: Path) -> None:
+    data = load_movielens_tags(ml_10m_tags)
+    assert ":-)" in data.tag_names  # 30210::3977:::-)::1141863662
+    assert "beast of gévaudan" in data.tag_names  # UTF-8, decoded as such
+    vocab, genres = data.privileged["genre"]
+    item = data.item_ids.index("260")  # "Star Wars: Episode IV - A New Hope (a.k.a. ...)"
+    assert [vocab.names[g] for g in genres[item]] == ["Action", "Adventure", "Sci-Fi"]
 
 
 def _utf8(line: bytes) -> bool:

@@ -2,7 +2,9 @@
 
 Defaults follow the CTMVM paper: tags seen fewer than 5 times are dropped on MovieLens-style
 data and fewer than 15 times on the sparser social-tagging sets (Delicious, Last.fm); the
-SVE temperature is 0.1 for MovieLens and 0.5 for Delicious.
+SVE temperature is 0.1 for MovieLens and 0.5 for Delicious. ``family`` groups sets that share
+a tuned training config: MovieLens tag applications are self-tagged like HetRec's, so
+``movielens-tags`` trains with the ``hetrec`` config.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ class DatasetSpec:
 
 
 def _loader(name: str) -> Callable[[Path], RawDataset]:
-    from training.data import hetrec, movielens
+    from training.data import hetrec, movielens, movielens_tags
 
     return {
         "movielens": movielens.load_movielens,
+        "movielens-tags": movielens_tags.load_movielens_tags,
         "hetrec-movielens": hetrec.load_hetrec_movielens,
         "hetrec-delicious": hetrec.load_hetrec_delicious,
         "hetrec-lastfm": hetrec.load_hetrec_lastfm,
@@ -55,6 +58,15 @@ DATASETS: dict[str, DatasetSpec] = {
             tau=0.1,
             needs_path=True,
             description="MovieLens CSV (ratings.csv, movies.csv, tags.csv); label = rating >= 4",
+        ),
+        DatasetSpec(
+            name="movielens-tags",
+            family="hetrec",
+            min_tag_count=5,
+            tau=0.1,
+            needs_path=True,
+            description="MovieLens tags without ratings (ML-10M .dat, ML-20M/25M .csv); "
+            "privileged: genre",
         ),
         DatasetSpec(
             name="hetrec-movielens",

@@ -1,7 +1,8 @@
 """Reading the delimited text files of the supported data sets, robustly and quickly.
 
-Every loader goes through :func:`read_table` so that all of them share the same guarantees:
-files that mix UTF-8 and Latin-1 line by line still decode, headers are required and matched
+Every loader goes through :func:`read_table` (files with a header line) or
+:func:`read_headerless` (the MovieLens 10M ``::`` files) so that all of them share the same
+guarantees: files that mix UTF-8 and Latin-1 line by line still decode, headers are matched
 case-insensitively, and every problem becomes a :class:`DataFormatError` naming the file and
 the 1-based line instead of a silently shifted column or a wrong number.
 """
@@ -21,7 +22,7 @@ from training.data.errors import DataFormatError
 Column = str | tuple[str, ...]
 """A column name, or a tuple of accepted spellings; the first spelling is the table's key."""
 
-SEPARATOR_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+SEPARATOR_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe", "::": "'::'"}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -155,6 +156,44 @@ def read_table(
     fields = list(zip(*rows, strict=True)) if rows else [() for _ in header]
     columns = {key: list(fields[index]) for key, index in positions.items()}
     return Table(path, columns, row_lines)
+
+
+def read_headerless(path: str | Path, sep: str, columns: Sequence[str], *, free: str) -> Table:
+    """Read a file without a header line whose one free-text column may hold ``sep``'s characters.
+
+    MovieLens 10M separates fields with ``::`` and does not quote, so a tag or title such as
+    ``:-)`` makes ``a:::-)::b``. Every other column is an id, a number or a ``|`` list, so the
+    fields left of ``free`` are split off from the left and those right of it from the right;
+    a free field that still contains ``sep`` means a wrong number of fields.
+    """
+    path = Path(path)
+    numbered = [
+        (number, line)
+        for number, line in enumerate(decode_lines(_read_bytes(path)), 1)
+        if line.strip()
+    ]
+    if not numbered:
+        raise DataFormatError(path, None, f"file is empty; expected lines {sep.join(columns)}")
+    left = list(columns).index(free)
+    right = len(columns) - left - 1
+    rows = []
+    for number, line in numbered:
+        fields = line.split(sep, left)
+        fields[left:] = fields[left].rsplit(sep, right) if len(fields) > left else []
+        if len(fields) != len(columns) or sep in fields[left]:
+            if len(fields) < 2:
+                _check_separator(path, number, line, sep)
+            raise DataFormatError(
+                path,
+                number,
+                f"expected {len(columns)} {SEPARATOR_NAMES.get(sep, repr(sep))}-separated fields "
+                f"({sep.join(columns)}), found {len(line.split(sep))}",
+            )
+        rows.append(fields)
+    values = list(zip(*rows, strict=True))
+    return Table(
+        path, {name: list(values[i]) for i, name in enumerate(columns)}, [n for n, _ in numbered]
+    )
 
 
 def _read_bytes(path: Path) -> bytes:
