@@ -22,17 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.ab_report import build_report, render_html
-from service.ab_store import ACCEPTED, DUPLICATE_EVENT, ABStore, Exposure
-from service.batching import MicroBatcher
-from service.experiments import Experiment, load_experiments
-from service.features import FeatureError
-from service.keys import USER_ID_PATTERN, Keys
-from service.metrics import RequestTimer, ServiceMetrics
-from service.model import LoadedModel, load_model
-from service.profiles import ProfileFormatError
-from service.redis_conn import redis_url
-from service.schemas import (
+from service.ab.eventlog import ACCEPTED, DUPLICATE_EVENT, ABStore, Exposure
+from service.ab.experiments import Experiment, load_experiments
+from service.ab.report import build_report, render_html
+from service.api.schemas import (
     EventIn,
     EventOut,
     FeaturesStored,
@@ -45,9 +38,16 @@ from service.schemas import (
     ThemeTagOut,
     UserTags,
 )
+from service.metrics import RequestTimer, ServiceMetrics
+from service.model.batching import MicroBatcher
+from service.model.features import FeatureError
+from service.model.loaded import LoadedModel, load_model
+from service.model.profiles import ProfileFormatError
+from service.ranking.themes import RankedTheme, ThemeCatalogue, ThemeTag
 from service.settings import Settings
-from service.store import RedisStore, StoreUnavailable
-from service.themes import RankedTheme, ThemeCatalogue, ThemeTag
+from service.store.connection import redis_url
+from service.store.keys import USER_ID_PATTERN, Keys
+from service.store.redis_store import RedisStore, StoreUnavailable
 
 JSON = "application/json"
 INLINE_RANK_THEMES = 5000

@@ -19,9 +19,9 @@ import numpy as np
 import redis
 from tqdm import tqdm
 
-from service.keys import Keys
-from service.model import LoadedModel
-from service.store import decode_features
+from service.model.loaded import LoadedModel
+from service.store.keys import Keys
+from service.store.redis_store import decode_features
 
 
 @dataclass(frozen=True)

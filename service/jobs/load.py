@@ -18,10 +18,10 @@ import orjson
 import redis
 from tqdm import tqdm
 
-from service.bundle import Bundle
-from service.features import FeatureError, FeatureSpec, Record
-from service.keys import Keys, valid_user_id
-from service.store import encode_features
+from service.model.bundle import Bundle
+from service.model.features import FeatureError, FeatureSpec, Record
+from service.store.keys import Keys, valid_user_id
+from service.store.redis_store import encode_features
 
 
 class LoadError(ValueError):

@@ -1,0 +1,1 @@
+"""Offline jobs of the CLI: load a bundle into Redis, precompute every profile."""

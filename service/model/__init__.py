@@ -1,0 +1,1 @@
+"""The model runtime: bundle loading, feature records, onnxruntime, micro-batching, profiles."""
