@@ -53,15 +53,9 @@ import onnxruntime as ort
 import orjson
 import redis
 
-from service.jobs.load import read_users
-from service.jobs.precompute import precompute, user_keys
-from service.model.bundle import load_bundle
-from service.model.features import FeatureSpec, Record
-from service.model.loaded import LoadedModel, load_model
-from service.model.profiles import top_k
-from service.store.embedded import EmbeddedRedis, free_port
-from service.store.keys import Keys
-from service.store.redis_store import decode_features, encode_features
+from service.jobs import precompute, read_users, user_keys
+from service.model import FeatureSpec, LoadedModel, Record, load_bundle, load_model, top_k
+from service.store import EmbeddedRedis, Keys, decode_features, encode_features, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

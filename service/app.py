@@ -22,9 +22,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.ab.eventlog import ACCEPTED, DUPLICATE_EVENT, ABStore, Exposure
-from service.ab.experiments import Experiment, load_experiments
-from service.ab.report import build_report, render_html
+from service.ab import (
+    ACCEPTED,
+    DUPLICATE_EVENT,
+    ABStore,
+    Experiment,
+    Exposure,
+    build_report,
+    load_experiments,
+    render_html,
+)
 from service.api.schemas import (
     EventIn,
     EventOut,
@@ -39,15 +46,10 @@ from service.api.schemas import (
     UserTags,
 )
 from service.metrics import RequestTimer, ServiceMetrics
-from service.model.batching import MicroBatcher
-from service.model.features import FeatureError
-from service.model.loaded import LoadedModel, load_model
-from service.model.profiles import ProfileFormatError
-from service.ranking.themes import RankedTheme, ThemeCatalogue, ThemeTag
+from service.model import FeatureError, LoadedModel, MicroBatcher, ProfileFormatError, load_model
+from service.ranking import RankedTheme, ThemeCatalogue, ThemeTag
 from service.settings import Settings
-from service.store.connection import redis_url
-from service.store.keys import USER_ID_PATTERN, Keys
-from service.store.redis_store import RedisStore, StoreUnavailable
+from service.store import USER_ID_PATTERN, Keys, RedisStore, StoreUnavailable, redis_url
 
 JSON = "application/json"
 INLINE_RANK_THEMES = 5000

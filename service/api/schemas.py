@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from service.store.keys import SAFE_ID_PATTERN, USER_ID_PATTERN
+from service.store import SAFE_ID_PATTERN, USER_ID_PATTERN
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 ThemeId = Annotated[str, StringConstraints(min_length=1, max_length=128)]

@@ -19,9 +19,8 @@ import numpy as np
 import redis
 from tqdm import tqdm
 
-from service.model.loaded import LoadedModel
-from service.store.keys import Keys
-from service.store.redis_store import decode_features
+from service.model import LoadedModel
+from service.store import Keys, decode_features
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from service.model.bundle import Bundle, load_bundle
 from service.model.features import FeatureSpec
 from service.model.profiles import ProfileCodec, top_k
 from service.model.runtime import ModelRuntime
-from service.ranking.themes import ThemeCatalogue
+from service.ranking import ThemeCatalogue
 
 
 @dataclass
