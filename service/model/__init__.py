@@ -1,5 +1,6 @@
 """The model runtime: a verified bundle, its feature records, the onnxruntime session,
-micro-batching and the response-ready profile encoding (no HTTP here).
+micro-batching, the response-ready profile encoding and the profile scoring path of a
+request (cache, features, model; no HTTP here).
 
 Other packages import from here, never from the modules below.
 """
@@ -10,6 +11,8 @@ from service.model.features import FeatureError, FeatureSpec, Record
 from service.model.loaded import LoadedModel, load_model
 from service.model.profiles import ProfileCodec, ProfileFormatError, top_k
 from service.model.runtime import ModelRuntime, ProviderError
+from service.model.scoring import Profiles, Scored
+from service.model.serving import Serving
 
 __all__ = [
     "MANIFEST_NAME",
@@ -23,8 +26,11 @@ __all__ = [
     "ModelRuntime",
     "ProfileCodec",
     "ProfileFormatError",
+    "Profiles",
     "ProviderError",
     "Record",
+    "Scored",
+    "Serving",
     "load_bundle",
     "load_model",
     "top_k",

@@ -1,9 +1,10 @@
 """Theme ranking: the catalogue of theme cards (``themes.json``) and their retrieval and
-re-ranking for a user's tag scores.
+re-ranking for a user's tag scores, and the A/B control ranker (by a theme statistic).
 
 Other packages import from here, never from the modules below.
 """
 
+from service.ranking.popular import popular_ranking
 from service.ranking.themes import (
     RankedTheme,
     Theme,
@@ -20,4 +21,5 @@ __all__ = [
     "ThemeCatalogueError",
     "ThemeTag",
     "UnknownThemesError",
+    "popular_ranking",
 ]
