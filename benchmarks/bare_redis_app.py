@@ -47,7 +47,7 @@ def _loopback_url(url: str) -> str:
     return url
 
 
-# The same client options as service.store.RedisStore, so both pay the same Redis cost.
+# The same client options as service.store.redis_store.RedisStore, so both pay the same Redis cost.
 client = aioredis.Redis.from_url(
     _loopback_url(REDIS_URL),
     socket_timeout=0.5,

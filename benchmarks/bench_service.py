@@ -53,15 +53,9 @@ import onnxruntime as ort
 import orjson
 import redis
 
-from service.bundle import load_bundle
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.features import FeatureSpec, Record
-from service.keys import Keys
-from service.loader import read_users
-from service.model import LoadedModel, load_model
-from service.precompute import precompute, user_keys
-from service.profiles import top_k
-from service.store import decode_features, encode_features
+from service.jobs import precompute, read_users, user_keys
+from service.model import FeatureSpec, LoadedModel, Record, load_bundle, load_model, top_k
+from service.store import EmbeddedRedis, Keys, decode_features, encode_features, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

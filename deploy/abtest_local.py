@@ -20,7 +20,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from service.store import EmbeddedRedis, free_port  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

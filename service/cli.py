@@ -19,13 +19,10 @@ import orjson
 import redis
 from pydantic import ValidationError
 
-from service.bundle import Bundle, BundleError, load_bundle
-from service.keys import Keys
-from service.loader import LoadError, load_into_redis
-from service.model import load_model
-from service.precompute import precompute
-from service.redis_conn import redis_url
+from service.jobs import LoadError, load_into_redis, precompute
+from service.model import Bundle, BundleError, load_bundle, load_model
 from service.settings import Settings
+from service.store import Keys, redis_url
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +96,7 @@ def serve(settings: Settings) -> int:
 
     bundle = load_bundle(settings.bundle)  # fail here, with the reason, not inside uvicorn
     if settings.experiments is not None:
-        from service.experiments import load_experiments
+        from service.ab import load_experiments
 
         load_experiments(settings.experiments)  # ExperimentConfigError names file and key
     print(f"serving {settings.bundle} on http://{settings.host}:{settings.port}; try:")
@@ -143,7 +140,7 @@ def run_precompute(settings: Settings, batch: int) -> int:
 def run_simulation(args: argparse.Namespace) -> int:
     import asyncio
 
-    from service.simulate import format_report, pick_users, read_truth, simulate
+    from service.ab import format_report, pick_users, read_truth, simulate
 
     users = pick_users(read_truth(args.truth), args.users, args.seed)
     report = asyncio.run(
@@ -167,7 +164,7 @@ def run_simulation(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "simulate":
-        from service.simulate import SimulationError
+        from service.ab import SimulationError
 
         try:
             return run_simulation(args)

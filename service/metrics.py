@@ -29,6 +29,10 @@ class ServiceMetrics:
             ["result"],
             registry=r,
         )
+        # bound once: the hot path counts without a labels() lookup
+        self.cache_hit, self.cache_miss, self.cache_error = (
+            self.profile_cache.labels(result) for result in ("hit", "miss", "error")
+        )
         self.profile_source = Counter(
             "tagprofile_profiles_total",
             "profiles computed (cache misses), by source",

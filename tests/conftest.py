@@ -61,7 +61,7 @@ def service_bundle(tmp_path_factory) -> Path:
 def redis_server(tmp_path_factory):
     """One real redis-server (no persistence) for the whole session; tests isolate
     themselves with their own key prefix."""
-    from service.embedded_redis import EmbeddedRedis
+    from service.store.embedded import EmbeddedRedis
 
     with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistence=False) as server:
         yield server

@@ -18,10 +18,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.bundle import MANIFEST_NAME
-from service.keys import Keys
-from service.loader import load_into_redis
+from service.jobs.load import load_into_redis
+from service.model.bundle import MANIFEST_NAME
 from service.settings import Settings
+from service.store.keys import Keys
 
 ADMIN = {"authorization": "Bearer test-admin-token"}
 
@@ -48,7 +48,7 @@ def client_for(settings: Settings, *, load_users: bool = True) -> Iterator[TestC
 
 
 def load_users_into(settings: Settings) -> None:
-    from service.bundle import load_bundle
+    from service.model.bundle import load_bundle
 
     client = redis.Redis.from_url(settings.redis_url)
     load_into_redis(load_bundle(settings.bundle), client, Keys(settings.key_prefix), progress=False)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from deploy.abtest_local import wait_ready
-from service.abstats import arm_stats, lift
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.experiments import load_experiments
+from service.ab.experiments import load_experiments
+from service.ab.stats import arm_stats, lift
+from service.store.embedded import EmbeddedRedis, free_port
 from tests.conftest import PROJECT_ROOT
 from tests.service_helpers import (
     client_for,

@@ -1,4 +1,4 @@
-"""A/B report statistics (service.abstats): user-level delta-method CTR and lift."""
+"""A/B report statistics (service.ab.stats): user-level delta-method CTR and lift."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service.abstats import ArmStats, Lift, arm_stats, ctr_by_position, lift
+from service.ab.stats import ArmStats, Lift, arm_stats, ctr_by_position, lift
 
 Z95 = 1.959963984540054  # scipy.stats.norm.ppf(0.975)
 Z90 = 1.6448536269514722  # scipy.stats.norm.ppf(0.95)

@@ -1,4 +1,4 @@
-"""Deterministic bucketing and arm ranges (service.assignment)."""
+"""Deterministic bucketing and arm ranges (service.ab.assignment)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from service.assignment import BUCKETS, arm_ranges, assign, bucket
+from service.ab.assignment import BUCKETS, arm_ranges, assign, bucket
 
 # Computed once with the current scheme and cross-checked with coreutils:
 #   printf '2026-11\x1ftheme-ranking\x1fu1' | sha256sum   -> first 16 hex digits % 10000 = 1191
@@ -44,7 +44,7 @@ def test_bucket_is_identical_in_a_fresh_process() -> None:
     """A new interpreter has a different hash() seed; buckets must not depend on it."""
     ids = [f"user-{i}" for i in range(50)] + ["ünïcode-用户"]
     code = (
-        "import sys, json; from service.assignment import bucket; "
+        "import sys, json; from service.ab.assignment import bucket; "
         "print(json.dumps([bucket('salt', 'exp', u) for u in json.loads(sys.argv[1])]))"
     )
     out = subprocess.run(

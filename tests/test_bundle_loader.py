@@ -20,7 +20,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper  # noqa: E402
 
-from service.bundle import (  # noqa: E402
+from service.model.bundle import (  # noqa: E402
     Bundle,
     BundleError,
     InputSpec,
@@ -246,7 +246,7 @@ def test_check_model_false_skips_onnxruntime(bundle_dir: Path) -> None:
 
 def test_loader_does_not_import_training_torch_or_onnx() -> None:
     code = (
-        "import sys, service.bundle\n"
+        "import sys, service.model.bundle\n"
         "bad = [m for m in ('torch', 'onnx', 'training') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -248,7 +248,7 @@ def test_experiments_file_names_both_arms(services: dict[str, Any]) -> None:
         "popular": "popular",
         "profile": "profile",
     }
-    from service.experiments import load_experiments
+    from service.ab.experiments import load_experiments
 
     assert set(load_experiments(path)) == {"theme-ranking"}  # the service's strict schema
 

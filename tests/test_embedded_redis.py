@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.embedded_redis import EmbeddedRedis, RedisServerError, find_redis_server, free_port
+from service.store.embedded import EmbeddedRedis, RedisServerError, find_redis_server, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -247,7 +247,7 @@ def _spawn_parent(tmp_path: Path, tail: str) -> tuple[subprocess.Popen[str], int
     """A child Python that starts a server, prints its port, then runs ``tail``."""
     code = (
         "import os, signal, sys, time\n"
-        "from service.embedded_redis import EmbeddedRedis\n"
+        "from service.store.embedded import EmbeddedRedis\n"
         f"srv = EmbeddedRedis({str(tmp_path)!r}, persistence=False).start()\n"
         "print(srv.port, flush=True)\n"
         f"{tail}\n"

@@ -1,4 +1,4 @@
-"""Experiment configuration (service.experiments): loading, validation errors, assignment."""
+"""Experiment configuration (service.ab.experiments): loading, validation errors, assignment."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service import assignment
-from service.experiments import Arm, Experiment, ExperimentConfigError, load_experiments
+from service.ab import assignment
+from service.ab.experiments import Arm, Experiment, ExperimentConfigError, load_experiments
 
 YAML_CONFIG = """\
 experiments:
@@ -263,7 +263,7 @@ def test_assign_of_a_reloaded_config_is_identical(tmp_path: Path) -> None:
     second = load_experiments(path)["theme-ranking"]
     users = [f"u{i}" for i in range(200)]
     assert [first.assign(u) for u in users] == [second.assign(u) for u in users]
-    # pinned: the same key as service.assignment's pinned ("2026-11", "theme-ranking", "u1")
+    # pinned: the same key as service.ab.assignment's pinned ("2026-11", "theme-ranking", "u1")
     assert first.assign("u1") == (first.arm("popular"), 1191)
 
 

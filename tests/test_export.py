@@ -12,7 +12,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from service.bundle import BundleError, load_bundle
+from service.model.bundle import BundleError, load_bundle
 from training.cli import main
 from training.export.onnx_bundle import ExportError, export_bundle, load_run, user_inputs
 

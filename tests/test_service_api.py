@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import redis
 
-from service.keys import Keys
+from service.store.keys import Keys
 from tests.service_helpers import (
     ADMIN,
     client_for,

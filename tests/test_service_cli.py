@@ -15,13 +15,13 @@ import pytest
 import redis
 
 from deploy.abtest_local import wait_ready
-from service.bundle import load_bundle
 from service.cli import main
-from service.embedded_redis import free_port
-from service.features import FeatureSpec
-from service.keys import Keys
-from service.loader import LoadError, read_users
-from service.redis_conn import URL_FILE
+from service.jobs.load import LoadError, read_users
+from service.model.bundle import load_bundle
+from service.model.features import FeatureSpec
+from service.store.connection import URL_FILE
+from service.store.embedded import free_port
+from service.store.keys import Keys
 from tests.conftest import PROJECT_ROOT
 from tests.service_helpers import client_for, make_settings, users
 

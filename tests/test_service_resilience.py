@@ -11,8 +11,8 @@ import numpy as np
 import redis
 
 from service.app import create_app
-from service.embedded_redis import EmbeddedRedis
-from service.redis_conn import URL_FILE
+from service.store.connection import URL_FILE
+from service.store.embedded import EmbeddedRedis
 from tests.service_helpers import (
     ADMIN,
     client_for,

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from service.batching import MicroBatcher
-from service.bundle import load_bundle
-from service.features import FeatureError, FeatureSpec
-from service.profiles import ProfileCodec, ProfileFormatError, top_k
+from service.model.batching import MicroBatcher
+from service.model.bundle import load_bundle
+from service.model.features import FeatureError, FeatureSpec
+from service.model.profiles import ProfileCodec, ProfileFormatError, top_k
 from service.settings import Settings
 
 

@@ -1,7 +1,7 @@
-"""The theme catalogue (service/themes.py) against small catalogues built here: rankings must
-equal an independent brute-force ``W @ scores`` (score descending, ties by file order) on
-both paths (faiss retrieval and candidate re-ranking), and every way a catalogue can be unfit
-must be refused with a ThemeCatalogueError naming the place."""
+"""The theme catalogue (service/ranking/themes.py) against small catalogues built here:
+rankings must equal an independent brute-force ``W @ scores`` (score descending, ties by
+file order) on both paths (faiss retrieval and candidate re-ranking), and every way a
+catalogue can be unfit must be refused with a ThemeCatalogueError naming the place."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 import pytest
 
-from service.themes import (
+from service.ranking.themes import (
     RankedTheme,
     Theme,
     ThemeCatalogue,

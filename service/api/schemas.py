@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from service.keys import SAFE_ID_PATTERN, USER_ID_PATTERN
+from service.ranking import RankedTheme
+from service.store import SAFE_ID_PATTERN, USER_ID_PATTERN
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
+UserIdPath = Annotated[
+    str, Path(pattern=USER_ID_PATTERN, description="1-128 of A-Z a-z 0-9 _ . : @ -")
+]
 ThemeId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
@@ -49,6 +54,20 @@ class RankedThemeOut(BaseModel):
     title: str
     score: float
     tags: list[ThemeTagOut] = Field(description="the theme's tags, best match first")
+
+    @classmethod
+    def of(cls, theme: RankedTheme) -> RankedThemeOut:
+        return cls(
+            theme_id=theme.theme_id,
+            title=theme.title,
+            score=theme.score,
+            tags=[
+                ThemeTagOut(
+                    tag=t.tag, tag_id=t.tag_id, weight=t.weight, contribution=t.contribution
+                )
+                for t in theme.tags
+            ],
+        )
 
 
 class RankResponse(BaseModel):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from service.embedded_redis import EmbeddedRedis
+from service.store.embedded import EmbeddedRedis
 
 URL_FILE = "redis.url"
 

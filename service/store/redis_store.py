@@ -20,7 +20,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from service.keys import Keys
+from service.store.keys import Keys
 
 T = TypeVar("T")
 

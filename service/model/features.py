@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import Manifest
+from service.model.bundle import Manifest
 
 Record = dict[str, list[Any]]
 """A validated record: every input name of the model maps to a list (bags may be empty)."""

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from service.ab_store import ArmCounts
-from service.abstats import arm_stats, lift
-from service.experiments import Experiment
+from service.ab.eventlog import ArmCounts
+from service.ab.experiments import Experiment
+from service.ab.stats import arm_stats, lift
 
 
 def _number(value: float) -> float | None:

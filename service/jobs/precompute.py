@@ -19,9 +19,8 @@ import numpy as np
 import redis
 from tqdm import tqdm
 
-from service.keys import Keys
 from service.model import LoadedModel
-from service.store import decode_features
+from service.store import Keys, decode_features
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import Bundle, load_bundle
-from service.features import FeatureSpec
-from service.profiles import ProfileCodec, top_k
-from service.runtime import ModelRuntime
-from service.themes import ThemeCatalogue
+from service.model.bundle import Bundle, load_bundle
+from service.model.features import FeatureSpec
+from service.model.profiles import ProfileCodec, top_k
+from service.model.runtime import ModelRuntime
+from service.ranking import ThemeCatalogue
 
 
 @dataclass
@@ -60,7 +60,7 @@ def load_model(
     intra_op_threads: int = 0,
     use_gpu_index: bool | None = None,
 ) -> LoadedModel:
-    """Load and verify a bundle; raises :class:`~service.bundle.BundleError` (or the
+    """Load and verify a bundle; raises :class:`~service.model.bundle.BundleError` (or the
     catalogue's / runtime's error) without touching anything already serving."""
     bundle = load_bundle(path)
     spec = FeatureSpec.from_manifest(bundle.manifest)

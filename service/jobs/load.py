@@ -18,10 +18,8 @@ import orjson
 import redis
 from tqdm import tqdm
 
-from service.bundle import Bundle
-from service.features import FeatureError, FeatureSpec, Record
-from service.keys import Keys, valid_user_id
-from service.store import encode_features
+from service.model import Bundle, FeatureError, FeatureSpec, Record
+from service.store import Keys, encode_features, valid_user_id
 
 
 class LoadError(ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import SCORES_OUTPUT, Bundle
+from service.model.bundle import SCORES_OUTPUT, Bundle
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

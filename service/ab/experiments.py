@@ -17,7 +17,7 @@ as an :class:`ExperimentConfigError` naming the file and the key path
 (``experiments[0].arms[1].ranker``). A relative ``bundle`` is resolved against the config
 file's directory, so the file means the same whatever the service's working directory.
 
-Users are assigned with :mod:`service.assignment`; changing an experiment's arms or weights
+Users are assigned with :mod:`service.ab.assignment`; changing an experiment's arms or weights
 reassigns users (see there).
 
 This module must not import torch, FastAPI or anything from ``training``.
@@ -42,7 +42,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from service import assignment
+from service.ab import assignment
 
 __all__ = ["Arm", "Experiment", "ExperimentConfigError", "load_experiments"]
 
@@ -128,7 +128,7 @@ class Experiment(BaseModel):
 
     @property
     def ranges(self) -> list[tuple[str, int, int]]:
-        """``(arm, lo, hi)`` bucket ranges from :func:`service.assignment.arm_ranges`."""
+        """``(arm, lo, hi)`` bucket ranges from :func:`service.ab.assignment.arm_ranges`."""
         return list(self._ranges)
 
     def arm(self, name: str) -> Arm:
@@ -139,7 +139,7 @@ class Experiment(BaseModel):
         raise KeyError(f"experiment {self.name!r} has no arm {name!r}")
 
     def assign(self, user_id: str) -> tuple[Arm, int]:
-        """The user's arm and bucket; deterministic (see :mod:`service.assignment`)."""
+        """The user's arm and bucket; deterministic (see :mod:`service.ab.assignment`)."""
         name, bucket = assignment.assign(self.salt, self.name, user_id, self._ranges)
         return self.arm(name), bucket
 

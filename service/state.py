@@ -1,0 +1,136 @@
+"""The app's lifespan-managed resources, the only state the service keeps (DESIGN §9).
+
+``start`` builds everything before the first request (a bad bundle or experiment file
+stops start-up, loudly) and ``stop`` releases it. Route handlers never hold this object:
+they receive its parts through the typed dependencies of :mod:`service.api.deps`. A hot
+reload is one reference swap of :attr:`ServiceState.profiles`, so a request that started
+on the old model finishes on it and none mixes two versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from fastapi.concurrency import run_in_threadpool
+
+from service.ab import ABStore, Experiment, load_experiments
+from service.metrics import ServiceMetrics
+from service.model import LoadedModel, Profiles, Serving, load_model
+from service.settings import Settings
+from service.store import Keys, RedisStore, redis_url
+
+T = TypeVar("T")
+
+
+class ReloadError(Exception):
+    """A bundle that could not be swapped in; the model serving before keeps serving."""
+
+    def __init__(self, serving_version: str, error: Exception) -> None:
+        super().__init__(f"reload failed, still serving {serving_version}: {error}")
+
+
+@dataclass(frozen=True)
+class ABTesting:
+    """The running A/B test: the configured experiments, the models of the arms that name
+    their own bundle, and the event log, reached through the store's circuit breaker."""
+
+    experiments: Mapping[str, Experiment]
+    arm_serving: Mapping[tuple[str, str], Serving]
+    log: ABStore
+    store: RedisStore
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run an event-log operation; raises ``StoreUnavailable`` when Redis is down."""
+        return await self.store.call(operation)
+
+
+class ServiceState:
+    """Settings, metrics, Redis, the profile path of the model serving now, and A/B."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.metrics = ServiceMetrics()
+        self.store: RedisStore | None = None
+        self.profiles: Profiles | None = None
+        self.ab: ABTesting | None = None
+        self.reload_lock = asyncio.Lock()
+
+    @property
+    def serving(self) -> Serving | None:
+        """The model serving now, with its batcher (None before start-up)."""
+        return self.profiles.serving if self.profiles is not None else None
+
+    def load(self, path: str | Path) -> LoadedModel:
+        s = self.settings
+        return load_model(path, device=s.device, max_k=s.max_k, intra_op_threads=s.intra_op_threads)
+
+    def serve(self, model: LoadedModel) -> Serving:
+        serving = Serving.start(
+            model,
+            max_batch=self.settings.max_batch,
+            max_wait_s=self.settings.batch_wait_ms / 1000,
+            observe=self.metrics.observe_batch,
+        )
+        self.metrics.set_model(model.version, model.runtime.provider)
+        return serving
+
+    async def start(self, stack: ExitStack) -> None:
+        """Load the models, then connect Redis (an embedded server, when no URL is set,
+        runs until ``stack`` closes)."""
+        s = self.settings
+        model = self.load(s.bundle)
+        experiments = load_experiments(s.experiments) if s.experiments is not None else {}
+        arm_serving = {
+            (experiment.name, arm.name): self.serve(self.load(arm.bundle))
+            for experiment in experiments.values()
+            for arm in experiment.arms
+            if arm.bundle is not None
+        }
+        url = stack.enter_context(redis_url(s.redis_url, s.redis_data_dir))
+        store = RedisStore(
+            url,
+            self.keys,
+            timeout_s=s.redis_timeout_s,
+            retry_s=s.redis_retry_s,
+            feature_cache_size=s.feature_cache_size,
+        )
+        store.on_state = lambda up: self.metrics.redis_up.set(int(up))
+        self.metrics.redis_up.set(int(await store.ping()))
+        self.store = store
+        self.ab = ABTesting(experiments, arm_serving, ABStore(store.client, s.key_prefix), store)
+        self.profiles = Profiles(
+            self.serve(model), store, self.metrics, s.profile_ttl_s, s.profile_ttl_jitter
+        )
+
+    async def stop(self) -> None:
+        """Answer the queued model runs, then close Redis."""
+        arms = self.ab.arm_serving.values() if self.ab is not None else ()
+        for serving in (self.serving, *arms):
+            if serving is not None:
+                await serving.close()
+        if self.store is not None:
+            await self.store.close()
+
+    async def reload(self, path: str | Path) -> tuple[Serving, Serving]:
+        """Load and verify the bundle at ``path`` off the event loop, then swap it in;
+        returns (new, previous). Raises :class:`ReloadError` on any failure."""
+        async with self.reload_lock:
+            profiles = self.profiles
+            assert profiles is not None, "reload before start-up"
+            previous = profiles.serving
+            try:
+                model = await run_in_threadpool(self.load, path)
+            except Exception as error:  # any failure keeps the old model serving
+                self.metrics.reloads.labels("failed").inc()
+                raise ReloadError(previous.model.version, error) from None
+            current = self.serve(model)
+            self.profiles = profiles.using(current)
+            self.metrics.reloads.labels("ok").inc()
+            await previous.close()
+        return current, previous

@@ -1,0 +1,32 @@
+"""Redis: the key layout, which server to use (configured or embedded), and the feature
+store + profile cache of the request path.
+
+Other packages import from here, never from the modules below.
+"""
+
+from service.store.connection import URL_FILE, redis_url
+from service.store.embedded import EmbeddedRedis, RedisServerError, find_redis_server, free_port
+from service.store.keys import SAFE_ID_PATTERN, USER_ID_PATTERN, Keys, valid_user_id
+from service.store.redis_store import (
+    RedisStore,
+    StoreUnavailable,
+    decode_features,
+    encode_features,
+)
+
+__all__ = [
+    "SAFE_ID_PATTERN",
+    "URL_FILE",
+    "USER_ID_PATTERN",
+    "EmbeddedRedis",
+    "Keys",
+    "RedisServerError",
+    "RedisStore",
+    "StoreUnavailable",
+    "decode_features",
+    "encode_features",
+    "find_redis_server",
+    "free_port",
+    "redis_url",
+    "valid_user_id",
+]
