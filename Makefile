@@ -65,22 +65,27 @@ bench: install ## the benchmarks recorded in benchmarks/RESULTS.md
 		--out $(ARTIFACTS)/bench/service.json
 
 SPLITS ?= 0 1 2
-BENCH_MODELS ?= mostpop,userpop,youtube,utpm,sve,sve_pkm,ctmvm
+BENCH_SEEDS ?= 0,1,2
+BENCH_MODELS ?= mostpop,userpop,cooccur,youtube_plain,youtube,utpm,sve,sve_pkm,ctmvm
+BENCH_MODELS_LARGE ?= mostpop,userpop,cooccur,youtube_plain,ctmvm
+BENCH_MODELS_SYNTHETIC ?= mostpop,userpop,cooccur,youtube_plain,youtube,sve,ctmvm
 
-bench-models: install ## model quality in RESULTS.md: every model x 3 user splits x 3 seeds
-	for s in $(SPLITS); do \
-		$(BIN)/python -m training prepare --dataset movielens --seed $$s \
-			--path $(SHARED)/ml-latest-small --out $(ARTIFACTS)/data/ml-latest-small-split$$s && \
-		$(BIN)/python -m training prepare --dataset hetrec-movielens --seed $$s \
-			--path $(SHARED)/hetrec2011-movielens-2k \
-			--out $(ARTIFACTS)/data/hetrec-movielens-2k-split$$s || exit 1; \
-	done
-	$(BIN)/python -m training benchmark --models $(BENCH_MODELS) --seeds 0,1,2 --device cpu \
-		--data $(foreach s,$(SPLITS),$(ARTIFACTS)/data/ml-latest-small-split$(s)) \
-		--out $(ARTIFACTS)/bench/ml-latest-small
-	$(BIN)/python -m training benchmark --models $(BENCH_MODELS) --seeds 0,1,2 --device cpu \
-		--data $(foreach s,$(SPLITS),$(ARTIFACTS)/data/hetrec-movielens-2k-split$(s)) \
-		--out $(ARTIFACTS)/bench/hetrec-movielens-2k
+# $(call bench_set,NAME,PREPARE ARGUMENTS,MODELS): prepare the splits not prepared yet, then
+# one benchmark over all of them into $(ARTIFACTS)/bench/NAME
+define bench_set
+	for s in $(SPLITS); do [ -f $(ARTIFACTS)/data/$(1)-split$$s/meta.json ] || \
+		$(BIN)/python -m training prepare $(2) --seed $$s --out $(ARTIFACTS)/data/$(1)-split$$s \
+		|| exit 1; done
+	$(BIN)/python -m training benchmark --models $(3) --seeds $(BENCH_SEEDS) --device cpu \
+		--data $(foreach s,$(SPLITS),$(ARTIFACTS)/data/$(1)-split$(s)) --out $(ARTIFACTS)/bench/$(1)
+endef
+
+bench-models: install ## model quality in RESULTS.md: 3 shared sets + synthetic, 3 user splits x 3 seeds
+	$(call bench_set,ml-latest-small,--dataset movielens --path $(SHARED)/ml-latest-small,$(BENCH_MODELS))
+	$(call bench_set,hetrec-movielens-2k,--dataset hetrec-movielens \
+		--path $(SHARED)/hetrec2011-movielens-2k,$(BENCH_MODELS))
+	$(call bench_set,ml-10m-tags,--dataset movielens-tags --path $(SHARED)/ml-10m-tags,$(BENCH_MODELS_LARGE))
+	$(call bench_set,synthetic,--dataset synthetic,$(BENCH_MODELS_SYNTHETIC))
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache

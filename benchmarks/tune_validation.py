@@ -1,4 +1,4 @@
-"""Grid search on validation users only: mean best validation NDCG@10 over training seeds.
+"""Grid search on validation users only: NDCG@10 and novel NDCG@10 of the selected epoch.
 
 Each override is applied on top of the family config of the prepared data set; test users
 are never scored, so the result can choose hyper-parameters honestly. Several ``--data``
@@ -37,21 +37,23 @@ def main() -> None:
     config = load_config(args.config or family_config_path(splits[0].meta["family"]))
     grid = json.loads(args.grid)
     seeds = [int(s) for s in args.seeds.split(",")]
-    print("| model | overrides | valid NDCG@10 (mean, splits x seeds) | best epochs | seconds |")
-    print("|---|---|---:|---|---:|")
+    print("| model | overrides | valid NDCG@10 | valid novel NDCG@10 | best epochs | seconds |")
+    print("|---|---|---:|---:|---|---:|")
     for name in args.models.split(","):
         for values in itertools.product(*grid.values()):
             overrides = dict(zip(grid, values, strict=True))
             hyper = {**resolve(config, name), **overrides}
-            started, scores, epochs = time.perf_counter(), [], []
+            started, scores, novel, epochs = time.perf_counter(), [], [], []
             for data, seed in itertools.product(splits, seeds):
                 result, _ = train_model(data, name, hyper, seed=seed, progress=False)
-                scores.append(result.history[result.best_epoch - 1]["valid_ndcg@10"])
+                chosen = next(h for h in result.history if h["epoch"] == result.best_epoch)
+                scores.append(chosen["valid_ndcg@10"])
+                novel.append(chosen["valid_novel_ndcg@10"])
                 epochs.append(result.best_epoch)
             elapsed = time.perf_counter() - started
             print(
                 f"| {name} | `{json.dumps(overrides)}` | {statistics.fmean(scores):.4f} "
-                f"| {epochs} | {elapsed:.0f} |",
+                f"| {statistics.fmean(novel):.4f} | {epochs} | {elapsed:.0f} |",
                 flush=True,
             )
 

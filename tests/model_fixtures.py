@@ -11,24 +11,28 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from training.config import family_config_path, load_config, resolve
 from training.data.processed import ProcessedDataset
 from training.data.synthetic import generate_synthetic
-from training.models import Dims
+from training.features import tag_cooccurrence_counts, tag_popularity, tags_used
+from training.models import Dims, build_model
 from training.protocol import ProtocolConfig, prepare_dataset
-from training.trainer import (
-    FeatureStore,
-    ItemStore,
-    _epoch,
-    _make_batch,
-    dims_of,
-    training_rows,
-)
+from training.samples import training_samples
+from training.trainer import FeatureStore, ItemStore, dims_of, fill_counts, make_batch
 
 CPU = torch.device("cpu")
+WITH_ROWS = ("sve_pkm", "ctmvm")
 
-FAST = {"dim": 8, "hidden": [16, 8], "batch_size": 128, "epochs": 2, "n_views": 3}
+FAST = {
+    "dim": 8,
+    "hidden": [16, 8],
+    "batch_size": 16,
+    "epochs": 2,
+    "n_views": 3,
+    "item_tag_pretrain_steps": 20,
+}
 """Small networks for unit tests; ``n_views`` = 3 differs from the shipped 4 on purpose, so
 a test can tell that the configured value (not a constant) reached the model."""
 
@@ -48,17 +52,31 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
 
 
 def stores(data: ProcessedDataset, config: dict[str, Any]) -> tuple[FeatureStore, ItemStore]:
-    return FeatureStore(data, config["max_history"], CPU), ItemStore(data, CPU)
+    store = FeatureStore(data, config["max_history"], CPU)
+    store.add_counted_tags(tags_used(data))
+    return store, ItemStore(data, CPU)
+
+
+def fresh_model(
+    data: ProcessedDataset, name: str, config: dict[str, Any], seed: int = 0
+) -> nn.Module:
+    """A new model with the train counts the trainer would give it."""
+    torch.manual_seed(seed)
+    model = build_model(name, dims(data, config), config)
+    fill_counts(model, tag_popularity(data), tag_cooccurrence_counts(data))
+    return model
 
 
 def training_batch(
     data: ProcessedDataset, name: str, config: dict[str, Any], seed: int = 0
 ) -> dict[str, Any]:
-    """The first batch of a training epoch of ``name``, as ``train_model`` builds it."""
+    """A training batch of ``name`` (its first ``batch_size`` users), as ``train_model``
+    builds it."""
     store, items = stores(data, config)
-    rows = training_rows(data, name, config)
-    epoch_rows, group, batches = _epoch(rows, config, data.n_tags, np.random.default_rng(seed))
-    return _make_batch(epoch_rows, group, batches[0], store, items, CPU)
+    samples = training_samples(data, name, config)
+    index = np.arange(min(config["batch_size"], len(samples)))
+    rng = np.random.default_rng(seed)
+    return make_batch(samples, index, store, items, config, rng, name in WITH_ROWS)
 
 
 def user_batch(data: ProcessedDataset, config: dict[str, Any], users: np.ndarray) -> dict:

@@ -193,39 +193,73 @@ def test_markdown_improvement_and_ablation_sections():
     assert "AvgShapley@10" not in md  # no such metric here: no section
 
 
+def paired_entry(delta: float, p_value: float) -> dict[str, float]:
+    return {"delta": delta, "ci_low": delta - 0.01, "ci_high": delta + 0.01,
+            "p_value": p_value, "pairs": 9}  # fmt: skip
+
+
 def test_checks_hold_ctmvm_to_the_bar_with_the_paired_evidence():
+    novel = {"novel_ndcg@10": [0.05]}
     results = make_results(
         {
-            "mostpop": at10([0.10], [0.3], [0.5], [0.10]),
-            "userpop": at10([0.21], [0.4], [0.5], [0.26]),
-            "youtube": at10([0.20], [0.4], [0.5], [0.20]),
-            "sve": at10([0.19], [0.4], [0.5], [0.25]),
-            "ctmvm": at10([0.22], [0.44], [0.6], [0.24]),
+            "mostpop": {**at10([0.10], [0.3], [0.5], [0.10]), "novel_ndcg@10": [0.02]},
+            "userpop": {**at10([0.21], [0.4], [0.5], [0.26]), "novel_ndcg@10": [0.02]},
+            "cooccur": {**at10([0.18], [0.4], [0.5], [0.20]), "novel_ndcg@10": [0.04]},
+            "youtube_plain": {**at10([0.20], [0.4], [0.5], [0.20]), **novel},
+            "youtube": {**at10([0.20], [0.4], [0.5], [0.20]), **novel},
+            "sve": {**at10([0.19], [0.4], [0.5], [0.25]), **novel},
+            "ctmvm": {**at10([0.22], [0.44], [0.6], [0.259]), **novel},
         }
     )
-    significant = {"delta": 0.04, "ci_low": 0.01, "ci_high": 0.07, "p_value": 0.004, "pairs": 9}
-    noise = {**significant, "p_value": 0.3}
     results["paired"] = [
-        {"a": "ctmvm", "b": "youtube", "ndcg@10": significant, "precision@10": noise}
+        {"a": "ctmvm", "b": "userpop", "ndcg@10": paired_entry(-0.001, 0.4)},
+        {"a": "ctmvm", "b": "cooccur", "novel_ndcg@10": paired_entry(0.01, 0.03)},
+        {"a": "sve", "b": "youtube", "ndcg@10": paired_entry(0.05, 0.2)},
+        {"a": "ctmvm", "b": "sve", "ndcg@10": paired_entry(0.009, 0.01)},
     ]
     rows = {row[0]: row[1:] for row in checks(results)}
-    assert rows["`ctmvm` > `youtube` on NDCG@10 and P@10"] == (
-        "yes",
-        "NDCG@10 0.2400 vs 0.2000 (significant, p = 0.004); "
-        "P@10 0.2200 vs 0.2000 (not significant, p = 0.3)",
-    )
-    # userpop has the better NDCG@10 of the two counting models and beats ctmvm there
-    outcome, evidence = rows[
-        "`ctmvm` > the better counting baseline (`userpop`) on NDCG@10 and P@10"
-    ]
-    assert outcome == "no" and evidence.startswith("NDCG@10 0.2400 vs 0.2600")
-    assert rows["`sve` ≥ `youtube` on NDCG@10 and P@10"][0] == "no"  # P@10 0.19 < 0.20
-    assert rows["`ctmvm` ≥ `sve` on NDCG@10 and P@10"][0] == "no"  # NDCG@10 0.24 < 0.25
-    # over youtube: P +10%, R +10%, HR +20%, NDCG +20% -> +15%
-    goal = rows["mean improvement of `ctmvm` over `youtube` (P/R/HR/NDCG@10) ≥ 15%"]
-    assert goal == ("yes", "+15.0%")
+    # −0.001 with p = 0.4 is within the margin: not below
+    not_below = rows["`ctmvm` not below `userpop` on NDCG@10 (Δ ≥ 0, or Δ > −0.002 with "
+                     "p > 0.05)"]  # fmt: skip
+    assert not_below == ("yes", "Δ -0.0010 [-0.0110, +0.0090], p = 0.4")
+    # cooccur is the better of mostpop and cooccur on novel tags, and ctmvm beats it
+    discovery = rows["`ctmvm` significantly above the better of `mostpop` and `cooccur` "
+                     "(`cooccur`) on novel NDCG@10"]  # fmt: skip
+    assert discovery[0] == "yes"
+    assert rows["`sve` above `youtube` on NDCG@10 (p < 0.05)"][0] == "no"  # p = 0.2
+    assert rows["`ctmvm` above `sve` on NDCG@10 (p < 0.05)"][0] == "yes"
+    # over youtube_plain: P +10%, R +10%, HR +20%, NDCG +29.5% -> +17.4%
+    goal = rows["mean relative gain of `ctmvm` over `youtube_plain` (P/R/HR/NDCG@10) ≥ 15%"]
+    assert goal == ("yes", "+17.4%")
     md = render_markdown(results)
-    assert "## Checks" in md and "| `ctmvm` − `youtube` | +0.0400 [+0.0100, +0.0700] |" in md
+    assert "## Checks" in md and "| `ctmvm` − `userpop` | -0.0010 [-0.0110, +0.0090] |" in md
+
+
+def test_not_below_fails_outside_the_margin_or_when_significant():
+    results = make_results({"userpop": at10([0.2], [0.2], [0.2], [0.2]),
+                            "ctmvm": at10([0.2], [0.2], [0.2], [0.2])})  # fmt: skip
+    for delta, p_value, expected in ((-0.003, 0.5, "no"), (-0.001, 0.01, "no"),
+                                     (0.0, 1.0, "yes"), (0.01, 0.001, "yes")):  # fmt: skip
+        results["paired"] = [{"a": "ctmvm", "b": "userpop",
+                              "ndcg@10": paired_entry(delta, p_value)}]  # fmt: skip
+        rows = {row[0]: row[1] for row in checks(results)}
+        assert next(v for k, v in rows.items() if "not below" in k) == expected
+
+
+def test_discovery_table_shows_novel_and_repeat_views():
+    results = make_results(
+        {
+            "userpop": {**at10([0.2], [0.2], [0.2], [0.2]), "novel_ndcg@10": [0.01],
+                        "repeat_ndcg@10": [0.7]},
+            "ctmvm": {**at10([0.2], [0.2], [0.2], [0.2]), "novel_ndcg@10": [0.05],
+                      "repeat_ndcg@10": [0.7]},
+        }
+    )  # fmt: skip
+    text = section(render_markdown(results), "## Discovery")
+    rows = model_rows(text)
+    assert "**0.0500 ± 0.0000**" in rows["`ctmvm`"]
+    assert "**0.7000 ± 0.0000**" in rows["`userpop`"]
+    assert "novel NDCG@10" in text and "repeat NDCG@10" in text
 
 
 def test_markdown_without_ctmvm_says_why_there_is_no_improvement_table():

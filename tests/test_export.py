@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 from service.model.bundle import BundleError, load_bundle
 from training.cli import main
+from training.config import family_config_path, load_config
 from training.export.onnx_bundle import ExportError, export_bundle, load_run, user_inputs
 
 
@@ -150,8 +151,11 @@ def test_real_movielens_2k_parity(hetrec_movielens_2k, tmp_path):
     argv = ["prepare", "--dataset", "hetrec-movielens", "--path", str(hetrec_movielens_2k)]
     assert main([*argv, "--out", str(data)]) == 0
     run = tmp_path / "run"
+    config = load_config(family_config_path("hetrec"))  # shipped, made quick: parity only
+    config["defaults"].update(augment_cuts=[], item_tag_pretrain_steps=20, epochs=1)
+    (tmp_path / "quick.json").write_text(json.dumps(config), encoding="utf-8")
     argv = ["train", "--data", str(data), "--model", "ctmvm", "--out", str(run), "--epochs", "1"]
-    assert main([*argv, "--device", "cpu"]) == 0
+    assert main([*argv, "--device", "cpu", "--config", str(tmp_path / "quick.json")]) == 0
     manifest = export_bundle(run, tmp_path / "bundle", parity_users=256)
     assert manifest["parity"]["max_abs_diff"] <= 1e-4
     assert len(manifest["tags"]) == 1586

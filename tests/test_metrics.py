@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import avg_shapley, ranking_metrics, tag_privileged_hr, top_k
+from training.metrics import (
+    VIEWS,
+    avg_shapley,
+    discovery_metrics,
+    per_user_metrics,
+    ranking_metrics,
+    tag_privileged_hr,
+    top_k,
+    user_means,
+)
 
 
 def truth_matrix(rows: list[set[int]], n_tags: int) -> np.ndarray:
@@ -64,3 +73,28 @@ def test_avg_shapley_and_tag_privileged_hr():
     user_priv = np.array([[0, 1, 0], [0, 0, 1]], dtype=bool)
     hr = tag_privileged_hr(ranked, tag_priv, user_priv, ks=(1, 2))
     assert hr == {"tag_privileged_hr@1": 0.5, "tag_privileged_hr@2": 1.0}
+
+
+def test_per_user_metrics_are_nan_for_users_without_truth():
+    ranked = np.array([[0, 1], [0, 1]])
+    truth = truth_matrix([{0}, set()], 3)
+    per_user = per_user_metrics(ranked, truth, ks=(1,))
+    assert per_user["precision@1"][0] == 1.0 and np.isnan(per_user["precision@1"][1])
+    assert user_means(per_user)["precision@1"] == 1.0
+
+
+def test_novel_and_repeat_views_split_the_truth_by_the_users_history():
+    # user 0 used tags {0, 1} before; held out {1, 3}: 1 repeats, 3 is novel
+    # user 1 used {2}; held out {2}: nothing novel, so no novel metrics for user 1
+    truth = truth_matrix([{1, 3}, {2}], 5)
+    history = truth_matrix([{0, 1}, {2}], 5)
+    ranked = np.array([[0, 1, 3, 2], [2, 0, 1, 3]])
+    ranked_novel = np.array([[3, 2, 4, 4], [0, 1, 3, 4]])  # history tags removed
+    per_user = discovery_metrics(ranked, ranked_novel, truth, history, ks=(1, 2))
+    assert per_user["ndcg@1"].tolist() == [0.0, 1.0]
+    assert per_user["novel_hr@1"][0] == 1.0 and np.isnan(per_user["novel_hr@1"][1])
+    assert per_user["repeat_hr@1"].tolist() == [0.0, 1.0]
+    assert per_user["repeat_recall@2"].tolist() == [1.0, 1.0]
+    means = user_means(per_user)
+    assert means["novel_ndcg@2"] == 1.0  # over user 0 only
+    assert set(means) >= {f"{view}ndcg@2" for view in VIEWS}

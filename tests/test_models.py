@@ -1,6 +1,5 @@
-"""The models of DESIGN §2 on a tiny prepared synthetic world: shapes, gradient flow,
-the stop-gradient of the mapping loss, SVE weighting, views, the inference path and the
-counting baselines."""
+"""Models: shapes, the training objective's terms, stop-gradients, SVE weights, the counting
+parts every learned model starts from, and the inference path (DESIGN §2, §10)."""
 
 from __future__ import annotations
 
@@ -11,27 +10,31 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from training.export.folded import FoldedScorer
-from training.features import tag_popularity
-from training.models import LEARNED, MODELS, USES_SVE, build_model
+from training.features import tag_cooccurrence_counts, tag_popularity, tags_used
+from training.models import COUNTING, LEARNED, MODELS, USES_SVE, build_model
 from training.models.ctmvm import CTMVM
-from training.models.mlp import MainNetwork, weighted_bce
-from training.models.popularity import MostPop, UserPop
+from training.models.layers import CoOccurrence
+from training.models.mlp import MainNetwork
+from training.models.popularity import CoOccur, MostPop, UserPop
 from training.models.utpm import UTPM
-from training.negatives import negative_tag_rate, random_tag_distribution, score_prior
-from training.trainer import FeatureStore, counting_model, training_rows
+from training.objective import listwise_loss
+from training.samples import sample_weights, training_samples
+from training.trainer import FeatureStore, counting_model
 
 from .model_fixtures import (
     CPU,
     dims,
+    fresh_model,
     model_config,
     single_thread,
     training_batch,
     user_batch,
     world,
 )
+
+OFFSET_MODELS = [m for m in LEARNED if m != "youtube_plain"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -41,10 +44,17 @@ def _one_thread() -> Iterator[None]:
 
 
 def fresh(name: str, seed: int = 0, **overrides: Any) -> tuple[nn.Module, dict[str, Any]]:
-    data = world()
     config = model_config(name, **overrides)
-    torch.manual_seed(seed)
-    return build_model(name, dims(data, config), config), config
+    return fresh_model(world(), name, config, seed), config
+
+
+def perturb(model: nn.Module, scale: float = 0.5, seed: int = 1) -> None:
+    """Move every weight far from its initialisation (the paths must agree for any weights,
+    and the zero-initialised residual layers would otherwise hide most of the network)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=generator))
 
 
 def grads(model: nn.Module) -> dict[str, Tensor]:
@@ -64,52 +74,134 @@ def reached(gradients: dict[str, Tensor], prefix: str) -> bool:
 
 # Parameters that the loss of each model must reach (by name prefix).
 EXPECTED_GRADIENTS = {
+    # softmax ignores a constant: the last bias of youtube_plain gets no gradient
+    "youtube_plain": ["encoder.tag", "encoder.privileged", "encoder.attributes", "main.0",
+                      "main.2", "main.4.weight"],
     "youtube": ["encoder.tag", "encoder.privileged", "encoder.attributes", "target", "main",
-                "wide", "tag_bias"],
+                "wide", "tag_bias", "repeat_gate", "offset.log_scale"],
     "sve": ["encoder.tag", "encoder.privileged", "target", "main", "wide", "tag_bias"],
     "utpm": ["encoder.tag", "encoder.privileged", "queries", "within", "across", "latent",
              "dense", "target_out", "tag_bias"],
     "sve_pkm": ["encoder.tag", "encoder.privileged", "main", "views", "supplementary",
                 "tag_bias"],
     "ctmvm": ["encoder.tag", "encoder.privileged", "main", "views", "aggregators",
-              "supplementary", "tag_bias"],
+              "supplementary", "tag_bias", "repeat_gate"],
 }  # fmt: skip
 
 
-def test_every_learned_model_is_covered() -> None:
+def test_every_model_is_covered() -> None:
     assert set(EXPECTED_GRADIENTS) == set(LEARNED)
-    assert set(LEARNED) < set(MODELS) and set(USES_SVE) < set(LEARNED)
+    assert set(LEARNED) | set(COUNTING) == set(MODELS)
+    assert set(USES_SVE) < set(LEARNED)
 
 
 def test_build_model_rejects_unknown_names() -> None:
-    data = world()
     config = model_config("youtube")
     with pytest.raises(ValueError, match="unknown model 'nope'"):
-        build_model("nope", dims(data, config), config)
+        build_model("nope", dims(world(), config), config)
+
+
+def test_model_classes_match_the_registry() -> None:
+    expected = {"youtube_plain": MainNetwork, "youtube": MainNetwork, "sve": MainNetwork,
+                "utpm": UTPM, "sve_pkm": CTMVM, "ctmvm": CTMVM}  # fmt: skip
+    for name, cls in expected.items():
+        assert type(fresh(name)[0]) is cls
+    plain = fresh("youtube_plain")[0]
+    assert plain.target is None and plain.wide is None and plain.offset is None
 
 
 @pytest.mark.parametrize("name", LEARNED)
-def test_score_all_is_a_probability_for_every_tag(name: str) -> None:
+def test_score_all_is_a_distribution_over_every_tag(name: str) -> None:
     data = world()
     model, config = fresh(name)
+    perturb(model)
     users = data.users_in("test")[:7]
     model.eval()
     with torch.no_grad():
         scores = model.score_all(user_batch(data, config, users))  # user features only
     assert scores.shape == (len(users), data.n_tags)
     assert scores.dtype == torch.float32
-    assert torch.isfinite(scores).all()
     assert ((scores > 0) & (scores < 1)).all()
-    # not a constant: users and tags are told apart even before training
+    torch.testing.assert_close(scores.sum(dim=1), torch.ones(len(users)))
     assert scores.std(dim=1).min() > 0 and scores.std(dim=0).max() > 0
+
+
+def same_order(scores: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> bool:
+    """Per row, ``scores`` orders the masked tags like ``reference`` wherever
+    ``reference`` is strict (ties may break either way)."""
+    for row in range(len(scores)):
+        chosen = np.flatnonzero(mask[row])
+        order = chosen[np.argsort(-reference[row, chosen], kind="stable")]
+        strict = np.diff(reference[row, order]) < -1e-9
+        if not (np.diff(scores[row, order])[strict] < 0).all():
+            return False
+    return True
+
+
+@pytest.mark.parametrize("name", OFFSET_MODELS)
+def test_an_untrained_model_is_userpop_on_used_tags_then_cooccur(name: str) -> None:
+    """Never below counting by construction: with the residual at zero a learned model
+    ranks the user's own tags first, exactly like userpop, then the others exactly like
+    cooccur (the better counting baseline on tags new to the user)."""
+    data = world()
+    model, config = fresh(name)
+    model.eval()
+    users = data.users_in("test", "valid")
+    user = user_batch(data, config, users)
+    with torch.no_grad():
+        learned = model.score_all(user).numpy()
+        userpop = counting_model(data, "userpop").score_all(user).numpy()
+        cooccur = counting_model(data, "cooccur").score_all(user).numpy()
+    used = (
+        torch.zeros(len(users), data.n_tags)
+        .scatter_add(1, user["hist_tags"], user["hist_tags_w"])
+        .numpy()
+        > 0
+    )
+    assert used.any() and (~used).any()
+    assert same_order(learned, userpop, used)
+    assert same_order(learned, cooccur, ~used)
+    lowest_used = np.where(used, learned, np.inf).min(axis=1)
+    highest_new = np.where(used, -np.inf, learned).max(axis=1)
+    assert (lowest_used[used.any(axis=1)] > highest_new[used.any(axis=1)]).all()
+
+
+@pytest.mark.parametrize("name", [m for m in OFFSET_MODELS if m != "utpm"])
+def test_a_users_own_tags_keep_the_counting_order_after_training(name: str) -> None:
+    """repeat_mode counting: whatever the weights, the tags a user used are ordered by their
+    history frequency and move only as a block (the per-user gate)."""
+    data = world()
+    model, config = fresh(name)
+    perturb(model)
+    model.eval()
+    users = data.users_in("test")
+    user = user_batch(data, config, users)
+    with torch.no_grad():
+        logits = model.logits_all(user).numpy()
+    freq = (
+        torch.zeros(len(users), data.n_tags)
+        .scatter_add(1, user["hist_tags"], user["hist_tags_w"])
+        .numpy()
+    )
+    checked = 0
+    for row in range(len(users)):
+        seen = np.flatnonzero(freq[row] > 0)
+        if len(seen) < 2:
+            continue
+        checked += 1
+        by_freq = seen[np.argsort(-freq[row, seen], kind="stable")]
+        strict = np.diff(freq[row, by_freq]) < -1e-7
+        assert (np.diff(logits[row, by_freq])[strict] < 0).all()
+    assert checked > 5
 
 
 @pytest.mark.parametrize("name", LEARNED)
 def test_loss_is_finite_and_reaches_the_expected_parameters(name: str) -> None:
     data = world()
     model, config = fresh(name)
+    perturb(model)
     batch = training_batch(data, name, config)
-    assert batch["label"].sum() > 0 and (batch["label"] == 0).sum() > 0
+    assert batch["targets"].sum() > 0
     loss, parts = model.loss(batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert parts and all(np.isfinite(v) for v in parts.values())
@@ -118,14 +210,48 @@ def test_loss_is_finite_and_reaches_the_expected_parameters(name: str) -> None:
     assert all(torch.isfinite(g).all() for g in gradients.values())
     missing = [p for p in EXPECTED_GRADIENTS[name] if not reached(gradients, p)]
     assert not missing, f"{name}: backward did not reach {missing}"
-    # the rows' own tags (target and history) get gradient, an absent tag gets none
-    tag_grad = gradients["encoder.tag.weight"].abs().sum(dim=1)
-    assert (tag_grad[batch["tag"].unique()] > 0).all()
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_the_predict_term_is_the_listwise_loss_of_the_served_scores(name: str) -> None:
+    """Training optimises exactly the scores the exported path serves."""
+    data = world()
+    model, config = fresh(name)
+    perturb(model)
+    model.eval()
+    batch = training_batch(data, name, config)
+    with torch.no_grad():
+        predict = model.loss(batch)[1]["predict"]
+        served = torch.log(model.score_all(batch["user"]))
+    expected = float(listwise_loss(served, batch["targets"]))
+    assert predict == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["youtube", "ctmvm"])
+def test_candidate_logits_equal_the_all_tags_logits(name: str) -> None:
+    """The privileged rows score a few candidates per user with the same function as the
+    listwise term scores every tag."""
+    data = world()
+    model, config = fresh(name)
+    perturb(model)
+    model.eval()
+    user = training_batch(data, name, config)["user"]
+    tags = torch.randint(0, data.n_tags, (user["hist_tags"].shape[0], 5))
+    with torch.no_grad():
+        every = model.logits_all(user)
+        x_user = model.encoder(user)
+        if isinstance(model, CTMVM):
+            extra, matches, _ = model.aggregate(x_user, model.encoder.tag(tags))
+            some = model.head(user, x_user, tags, extra, matches)
+        else:
+            some = model.head(user, x_user, tags)
+    torch.testing.assert_close(some, every.gather(1, tags), rtol=1e-5, atol=1e-5)
 
 
 def test_ctmvm_loss_has_the_four_terms_of_design_2() -> None:
     data = world()
     model, config = fresh("ctmvm")
+    perturb(model)
     loss, parts = model.loss(training_batch(data, "ctmvm", config))
     assert set(parts) == {"predict", "aux", "supp", "amvm"}
     assert parts["amvm"] > 0
@@ -133,10 +259,38 @@ def test_ctmvm_loss_has_the_four_terms_of_design_2() -> None:
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
 
 
+def test_distillation_adds_the_weighted_kl_term() -> None:
+    """TiMiRec option: λ_d · T² · KL(soft view target || g's ratings) joins the loss."""
+    data = world()
+    model, config = fresh("ctmvm", distill_weight=1.0, distill_temperature=0.5)
+    perturb(model)
+    batch = training_batch(data, "ctmvm", config)
+    rows = batch["rows"]
+    privileged = model.privileged_loss(rows)
+    assert privileged[1]["distill"] > 0
+    base, _ = fresh("ctmvm", distill_weight=0.0, distill_temperature=0.5)
+    base.load_state_dict(model.state_dict())
+    without = base.privileged_loss(rows)[0]
+    gap = float((privileged[0] - without).detach())
+    assert gap == pytest.approx(privileged[1]["distill"], rel=1e-4)
+
+
+def test_soft_aux_view_mixes_the_views_by_their_distance() -> None:
+    data = world()
+    hard, config = fresh("ctmvm")
+    soft, _ = fresh("ctmvm", aux_view="soft")
+    perturb(hard)
+    soft.load_state_dict(hard.state_dict())
+    rows = training_batch(data, "ctmvm", config)["rows"]
+    with torch.no_grad():
+        assert hard.privileged_loss(rows)[1]["aux"] != soft.privileged_loss(rows)[1]["aux"]
+
+
 def test_pkm_aggregator_is_constant_and_gets_no_gradient() -> None:
     """With one view the softmax of g is 1: PKM is the N = 1 case of AMVM."""
     data = world()
     model, config = fresh("sve_pkm")
+    perturb(model)
     model.loss(training_batch(data, "sve_pkm", config))[0].backward()
     gradients = grads(model)
     assert all(
@@ -159,13 +313,26 @@ def test_views_sve_pkm_has_one_ctmvm_has_the_configured_number() -> None:
             assert views.shape == (data.n_tags, n, config["dim"])
 
 
+def test_privileged_rows_keep_their_item_and_mask_accidental_hits() -> None:
+    data = world()
+    config = model_config("ctmvm", privileged_negatives=64)
+    rows = training_batch(data, "ctmvm", config)["rows"]
+    tags, mask = rows["tags"], rows["negative_mask"]
+    assert tags.shape[1] == 1 + 64 and mask.shape == (tags.shape[0], 64)
+    # a negative equal to the row's own positive is masked (world() has only 24 tags)
+    same = tags[:, 1:] == tags[:, :1]
+    assert same.any() and not mask[same].any()
+    for _field, (ids, weights) in rows["item_privileged"].items():
+        assert ids.shape[0] == tags.shape[0] and (weights.sum(-1) > 0).any()
+
+
 # ------------------------------------------------------------------------- stop-gradient
 def rho_pair() -> tuple[nn.Module, nn.Module, dict]:
     """Two ctmvm models that differ only in ρ (0 and 10): same seed, same weights."""
     low, config = fresh("ctmvm", rho=0.0)
     high, _ = fresh("ctmvm", rho=10.0)
-    for (name, a), b in zip(low.state_dict().items(), high.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    perturb(low)
+    high.load_state_dict(low.state_dict())
     return low, high, training_batch(world(), "ctmvm", config)
 
 
@@ -195,7 +362,7 @@ def test_supplementary_loss_reaches_the_target_items_privileged_embedding() -> N
     """The gradient that flows into the lookup of the *target item's* X_p is non-zero (it
     comes from Φ_supp) and does not depend on ρ (the mapping term adds nothing to it)."""
     low, high, batch = rho_pair()
-    target_ids = {id(ids) for ids, _ in batch["item_privileged"].values()}
+    target_ids = {id(ids) for ids, _ in batch["rows"]["item_privileged"].values()}
     flowing: list[Tensor] = []
 
     def capture(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
@@ -211,152 +378,90 @@ def test_supplementary_loss_reaches_the_target_items_privileged_embedding() -> N
         finally:
             for handle in handles:
                 handle.remove()
-        assert len(flowing) == len(batch["item_privileged"])
+        assert len(flowing) == len(target_ids)
         runs.append(list(flowing))
-    for low, high in zip(*runs, strict=True):
-        assert low.abs().sum() > 0
-        torch.testing.assert_close(high, low, rtol=0, atol=1e-9)
+    for a, b in zip(*runs, strict=True):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-9)
 
 
 # ------------------------------------------------------------------------- SVE weights
-def test_weighted_bce_weight_scales_each_sample() -> None:
-    logits = torch.tensor([0.3, -1.2, 2.0, 0.0], requires_grad=True)
-    labels = torch.tensor([1.0, 0.0, 1.0, 0.0])
-    ones = torch.ones(4)
-    doubled = torch.tensor([1.0, 2.0, 1.0, 1.0])
-    with torch.no_grad():
-        per_sample = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        base, heavier = weighted_bce(logits, labels, ones), weighted_bce(logits, labels, doubled)
-    assert float(base) == pytest.approx(float(per_sample.mean()))
-    # doubling sample 1's weight adds exactly its loss once more (over the batch size)
-    assert float(heavier - base) == pytest.approx(float(per_sample[1]) / 4)
-    base = weighted_bce(logits, labels, ones)
-    (g_base,) = torch.autograd.grad(base, logits)
-    (g_heavy,) = torch.autograd.grad(weighted_bce(logits, labels, doubled), logits)
-    torch.testing.assert_close(g_heavy[1], 2 * g_base[1])
-    torch.testing.assert_close(g_heavy[[0, 2, 3]], g_base[[0, 2, 3]])
-    zero = torch.tensor([1.0, 0.0, 1.0, 1.0])
-    (g_zero,) = torch.autograd.grad(weighted_bce(logits, labels, zero), logits)
-    assert float(g_zero[1]) == 0.0
-
-
-@pytest.mark.parametrize("name", LEARNED)
-def test_doubling_every_weight_doubles_the_loss(name: str) -> None:
-    """Every term of every model is weighted per sample (DESIGN §2: the weight scales the
-    gradient of every per-sample loss)."""
+def positive_rows(name: str, **overrides: Any):
     data = world()
-    model, config = fresh(name)
-    batch = training_batch(data, name, config)
-    model.eval()
-    with torch.no_grad():
-        loss = model.loss(batch)[0]
-        double = model.loss({**batch, "weight": 2 * batch["weight"]})[0]
-    assert float(double) == pytest.approx(2 * float(loss), rel=1e-5)
+    rows = data.single_tag_samples("train")
+    return data, rows, sample_weights(data, rows, model_config(name, **overrides))
 
 
-def test_sve_rows_sum_to_the_coalition_size_per_positive_interaction() -> None:
-    data = world()
-    config = model_config("sve")
-    rows = training_rows(data, "sve", config)
-    weight = rows.weight.numpy().astype(np.float64)
-    label = rows.label.numpy()
-    sizes = np.bincount(rows.group)
-    sums = np.bincount(rows.group, weights=weight)
-    positive = np.zeros(len(sizes), dtype=bool)
-    positive[rows.group[label == 1]] = True
-    assert positive.any() and (~positive).any()
+def test_sve_weights_sum_to_the_coalition_size_per_positive_interaction() -> None:
+    _, rows, weight = positive_rows("sve")
+    sizes = np.bincount(rows.interaction)
+    sums = np.bincount(rows.interaction, weights=weight.astype(np.float64))
+    label = np.zeros(len(sizes), dtype=np.int8)
+    label[rows.interaction] = rows.label
+    positive = (sizes > 0) & (label == 1)
+    negative = (sizes > 0) & (label == 0)
+    assert positive.any() and negative.any()
     np.testing.assert_allclose(sums[positive], sizes[positive], rtol=1e-5)
-    assert (weight[label == 0] == 1).all()
-    assert (weight > 0).all()
-    # the weights are not trivially 1: SVE redistributes credit within coalitions
-    assert np.abs(weight[label == 1] - 1).max() > 0.1
-    # every interaction is one group, all its rows share its label
-    assert (np.bincount(rows.group, weights=label) % sizes == 0).all()
+    assert (weight[rows.label == 0] == 1).all()
+    assert np.abs(weight[rows.label == 1] - 1).max() > 0.1
+
+
+def test_count_credit_spreads_the_weights_more_than_the_fraction_credit() -> None:
+    """φ in clicks (the paper) rather than as a fraction of the user's clicks: the same τ
+    then separates decisive tags instead of leaving the weights nearly flat."""
+    _, rows, count = positive_rows("sve", credit_scale="count", tau=0.5)
+    _, _, fraction = positive_rows("sve", credit_scale="fraction", tau=0.5)
+    positive = rows.label == 1
+    spread = np.abs(count[positive] - 1).mean()
+    assert spread > 2 * np.abs(fraction[positive] - 1).mean()
 
 
 def test_sve_weights_follow_the_configured_temperature() -> None:
+    _, _, sharp = positive_rows("sve", tau=0.05)
+    _, _, flat = positive_rows("sve", tau=1000.0)
+    assert np.abs(flat - 1).max() < 0.05
+    assert np.abs(sharp - 1).max() > np.abs(flat - 1).max()
+
+
+@pytest.mark.parametrize(("name", "overrides"), [("youtube", {}), ("sve", {"sve": False})])
+def test_without_sve_every_target_has_unit_mass(name: str, overrides: dict) -> None:
+    """Models without SVE, and SVE models of a family that switches it off."""
     data = world()
-    sharp = training_rows(data, "sve", model_config("sve", tau=0.05)).weight
-    flat = training_rows(data, "sve", model_config("sve", tau=100.0)).weight
-    assert (flat - 1).abs().max() < 0.05
-    assert (sharp - 1).abs().max() > (flat - 1).abs().max()
+    samples = training_samples(data, name, model_config(name, **overrides))
+    assert (samples.row_weight == 1).all()
+    weighted = training_samples(data, "sve", model_config("sve"))
+    assert not (weighted.row_weight == 1).all()
+    assert samples.targets.values.sum() == pytest.approx(weighted.targets.values.sum(), rel=1e-4)
 
 
-@pytest.mark.parametrize("name", ["youtube", "utpm"])
-def test_models_without_sve_train_on_unit_weights(name: str) -> None:
+def test_targets_are_the_held_out_positive_tags_of_train_users() -> None:
     data = world()
-    rows = training_rows(data, name, model_config(name))
-    assert len(rows.weight) == len(training_rows(data, "sve", model_config("sve")).weight)
-    assert (rows.weight == 1).all()
+    samples = training_samples(data, "youtube", model_config("youtube"))
+    rows = data.single_tag_samples("train")
+    positive = rows.label == 1
+    assert set(samples.users.tolist()) == set(rows.user[positive].tolist())
+    dense = samples.targets.dense(np.arange(len(samples)), data.n_tags)
+    expected = np.zeros_like(dense)
+    position = {u: i for i, u in enumerate(samples.users)}
+    for u, t in zip(rows.user[positive], rows.tag[positive], strict=True):
+        expected[position[u], t] += 1
+    np.testing.assert_array_equal(dense, expected)
+    mean = training_samples(data, "youtube", model_config("youtube", target_mass="mean"))
+    np.testing.assert_array_equal(
+        mean.targets.dense(np.arange(len(samples)), data.n_tags), (expected > 0).astype(float)
+    )
 
 
-# ------------------------------------------------------------------------- inference path
-def perturb(model: nn.Module, scale: float = 0.5, seed: int = 1) -> None:
-    """Move every weight far from its initialisation (the paths must agree for any weights,
-    and at initialisation some inputs barely change the output)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=generator))
+def test_real_item_negatives_are_kept_and_never_overlap_the_targets() -> None:
+    data = world()  # synthetic: unclicked impressions are real negatives
+    samples = training_samples(data, "youtube", model_config("youtube"))
+    index = np.arange(len(samples))
+    negatives = samples.negatives.dense(index, data.n_tags) > 0
+    targets = samples.targets.dense(index, data.n_tags) > 0
+    assert negatives.any() and not (negatives & targets).any()
 
 
-@pytest.mark.parametrize("name", LEARNED)
-def test_training_and_inference_score_a_pair_alike(name: str) -> None:
-    """The predict term of ``loss`` on one (user, tag, label 1, weight 1) row is
-    -log score_all[user, tag]: the exported inference path is the trained one. Rows of
-    clicked items are used, so CTMVM has X_p there (and must still predict with E_AGG)."""
-    data = world()
-    model, config = fresh(name)
-    perturb(model)
-    model.eval()
-    batch = training_batch(data, name, config)
-    has_item = torch.stack([w.sum(-1) > 0 for _, w in batch["item_privileged"].values()]).all(0)
-    chosen = torch.nonzero(has_item).flatten()[:8]
-    assert len(chosen) == 8
-    with torch.no_grad():
-        scores = model.score_all({k: v[chosen] for k, v in batch["user"].items()})
-        for row, i in enumerate(chosen.tolist()):
-            one = {
-                "user": {k: v[i : i + 1] for k, v in batch["user"].items()},
-                "tag": batch["tag"][i : i + 1],
-                "item_privileged": {
-                    f: (ids[i : i + 1], w[i : i + 1])
-                    for f, (ids, w) in batch["item_privileged"].items()
-                },
-                "label": torch.ones(1),
-                "weight": torch.ones(1),
-                "group": torch.zeros(1, dtype=torch.int64),
-            }
-            predict = model.loss(one)[1]["predict"]
-            expected = -float(torch.log(scores[row, batch["tag"][i]]))
-            assert predict == pytest.approx(expected, rel=1e-4, abs=1e-5), (name, i)
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_score_all_stays_on_the_device_of_its_inputs(name: str) -> None:
-    """Scored on the ``meta`` device (shapes only, no data): any tensor a model creates on
-    a fixed device (the CPU) instead of its inputs' device shows up here without a GPU."""
-    data = world()
-    config = model_config(name if name in LEARNED else "youtube")
-    if name in LEARNED:
-        model = build_model(name, dims(data, config), config)
-    else:
-        model = counting_model(data, name)
-    model = model.to("meta")
-    user = user_batch(data, config, data.users_in("test")[:3])
-    scores = model.score_all({k: v.to("meta") for k, v in user.items()})
-    assert scores.device.type == "meta"
-    assert scores.shape == (3, data.n_tags)
-
-
-def test_model_classes_match_the_registry() -> None:
-    expected = {"youtube": MainNetwork, "sve": MainNetwork, "utpm": UTPM, "sve_pkm": CTMVM,
-                "ctmvm": CTMVM}  # fmt: skip
-    for name, cls in expected.items():
-        assert type(fresh(name)[0]) is cls
-
-
-# ------------------------------------------------------------------------- counting baselines
+# ------------------------------------------------------------------------- counting
 def counting(name: str) -> tuple[nn.Module, FeatureStore]:
     data = world()
     store = FeatureStore(data, model_config("youtube")["max_history"], CPU)
@@ -370,7 +475,6 @@ def test_mostpop_ranks_every_user_by_global_popularity() -> None:
     users = torch.as_tensor(data.users_in("test", "train"), dtype=torch.int64)
     scores = model.score_all(store.gather(users)).numpy()
     popularity = tag_popularity(data)
-    assert scores.shape == (len(users), data.n_tags)
     assert (scores == scores[0]).all()
     np.testing.assert_allclose(scores[0], popularity, rtol=1e-6)
     assert popularity.max() > popularity.min()
@@ -394,62 +498,116 @@ def test_userpop_ranks_history_tags_first_by_frequency() -> None:
         if seen == 0:
             continue
         checked += 1
-        # history tags first, by non-increasing frequency
         assert set(ranking[:seen]) == set(np.flatnonzero(freq > 0))
         assert (np.diff(freq[ranking[:seen]]) <= 1e-7).all()
-        # the rest of the list by global popularity
         assert (np.diff(popularity[ranking[seen:]]) <= 1e-12).all()
     assert checked >= len(users) // 2
 
 
-# ------------------------------------------------------------- sampling-bias correction
-def test_negative_rate_counts_observed_and_drawn_negatives() -> None:
-    tags = np.array([0, 1, 1, 2, 0])
-    labels = np.array([1, 0, 0, 1, 0])
-    rate = negative_tag_rate(tags, labels, 4, {"tag_negatives": 2})
-    # observed: tag 0 once, tag 1 twice; drawn: 2 per positive (2 positives), uniform over 4
-    assert rate.tolist() == pytest.approx([2.0, 3.0, 1.0, 1.0])
-    assert random_tag_distribution(np.array([3, 3]), 4, 1.0).tolist() == pytest.approx(
-        [1 / 6, 1 / 6, 1 / 6, 3 / 6]
+def test_cooccur_is_the_history_weighted_conditional_of_train_users() -> None:
+    data = world()
+    model, store = counting("cooccur")
+    assert isinstance(model, CoOccur)
+    used = tags_used(data).toarray()[data.users_in("train")] > 0
+    both = used.T.astype(float) @ used.astype(float)
+    conditional = np.divide(both, np.diag(both)[:, None], out=np.zeros_like(both),
+                            where=np.diag(both)[:, None] > 0)  # fmt: skip
+    users = data.users_in("test")[:10]
+    user = store.gather(torch.as_tensor(users, dtype=torch.int64))
+    freq = (
+        torch.zeros(len(users), data.n_tags)
+        .scatter_add(1, user["hist_tags"], user["hist_tags_w"])
+        .numpy()
     )
+    popularity = tag_popularity(data)
+    expected = freq @ conditional + 1e-3 * popularity / popularity.max()
+    np.testing.assert_allclose(model.score_all(user).numpy(), expected, rtol=1e-5, atol=1e-7)
 
 
-def test_score_prior_is_beta_log_rate_centred_and_zero_when_off() -> None:
-    rate = np.array([1.0, 2.0, 4.0, 0.0])
-    assert score_prior(rate, 0.0).tolist() == [0.0] * 4
-    prior = score_prior(rate, 0.5)
-    safe = np.array([1.0, 2.0, 4.0, 1.0])  # a never-drawn tag gets the smallest rate
-    assert prior.tolist() == pytest.approx((0.5 * np.log(safe / safe.mean())).tolist(), rel=1e-6)
-    assert prior[2] - prior[0] == pytest.approx(0.5 * np.log(4.0))
+def test_cooccurrence_leaves_a_counted_user_out() -> None:
+    """Hand-made counts: users A {0, 1}, B {0, 1}, C {0, 2}. For user A (history {0}) with
+    A left out, P(1 | 0) = 1/2 (B of B, C) and P(2 | 0) = 1/2; without leaving out, 2/3
+    and 1/3. Candidates and all tags agree."""
+    layer = CoOccurrence(3)
+    used = torch.tensor([[1.0, 1, 0], [1, 1, 0], [1, 0, 1]])
+    layer.counts.copy_(used.T @ used)
+    user = {"hist_tags": torch.tensor([[0]]), "hist_tags_w": torch.tensor([[1.0]])}
+    kept = layer(user, None)
+    torch.testing.assert_close(kept, torch.tensor([[1.0, 2 / 3, 1 / 3]]))
+    out = layer({**user, "counted_tags": used[:1]}, None)
+    torch.testing.assert_close(out, torch.tensor([[1.0, 0.5, 0.5]]))
+    some = layer({**user, "counted_tags": used[:1]}, torch.tensor([[2, 1]]))
+    torch.testing.assert_close(some, torch.tensor([[0.5, 0.5]]))
 
 
-@pytest.mark.parametrize("name", LEARNED)
-def test_score_prior_shifts_scoring_logits_and_never_the_training_loss(name: str) -> None:
+# ------------------------------------------------------------------------- inference path
+@pytest.mark.parametrize("name", MODELS)
+def test_score_all_stays_on_the_device_of_its_inputs(name: str) -> None:
+    """Scored on the ``meta`` device (shapes only, no data): any tensor a model creates on
+    a fixed device (the CPU) instead of its inputs' device shows up here without a GPU."""
+    data = world()
+    config = model_config(name if name in LEARNED else "youtube")
+    model = fresh(name)[0] if name in LEARNED else counting_model(data, name)
+    model = model.to("meta")
+    user = user_batch(data, config, data.users_in("test")[:3])
+    scores = model.score_all({k: v.to("meta") for k, v in user.items()})
+    assert scores.device.type == "meta"
+    assert scores.shape == (3, data.n_tags)
+
+
+@pytest.mark.parametrize("name", ["youtube_plain", "youtube", "sve", "sve_pkm", "ctmvm"])
+def test_folded_scorer_computes_score_all(name: str) -> None:
     data = world()
     model, config = fresh(name)
     perturb(model)
     model.eval()
-    batch = training_batch(data, name, config)
+    user = user_batch(data, config, data.users_in("test", "valid"))
     with torch.no_grad():
-        loss_before = model.loss(batch)[0]
-        logits_before = torch.logit(model.score_all(batch["user"]).double())
-        prior = torch.randn(model.score_prior.shape, generator=torch.Generator().manual_seed(3))
-        model.score_prior.copy_(prior)
-        assert torch.equal(model.loss(batch)[0], loss_before)
-        logits_after = torch.logit(model.score_all(batch["user"]).double())
-    assert torch.allclose(logits_after - logits_before, prior.double().expand_as(logits_after),
-                          atol=1e-4)  # fmt: skip
+        torch.testing.assert_close(FoldedScorer(model)(user), model.score_all(user),
+                                   rtol=1e-4, atol=1e-7)  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["youtube", "ctmvm"])
-def test_folded_export_path_keeps_the_score_prior(name: str) -> None:
+def test_cooccurrence_counts_come_from_train_users_only() -> None:
     data = world()
-    model, config = fresh(name)
+    counts = tag_cooccurrence_counts(data)
+    used = tags_used(data).toarray()
+    assert not used[data.users_in("valid", "test")].any()
+    np.testing.assert_array_equal(counts, used.T @ used)
+
+
+# ------------------------------------------------------------------------- CAMN router
+def test_router_keeps_the_top_q_tags_and_spends_the_coalition_size() -> None:
+    from training.models.router import CreditRouter, routed_targets
+
+    torch.manual_seed(0)
+    router = CreditRouter(user_dim=4, dim=3, hidden=5, top_q=2)
+    table = nn.Embedding(6, 3)
+    coalitions = {
+        "owner": torch.tensor([0, 0, 1]),
+        "tags": torch.tensor([[1, 2, 3], [4, 0, 0], [2, 5, 0]]),
+        "mask": torch.tensor([[True, True, True], [True, False, False], [True, True, False]]),
+    }
+    p = router(torch.randn(3, 4), table(coalitions["tags"]), coalitions["mask"])
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(3))
+    assert int((p[0] > 0).sum()) == 2  # top 2 of 3
+    assert (p[1, 1:] == 0).all() and (p[2, 2] == 0)
+    diversity = CreditRouter.diversity(p)
+    assert float(diversity) == pytest.approx(float(((1 - (p**2).sum(1)) / 2).mean()))
+    targets, _ = routed_targets(router, torch.randn(2, 4), table, coalitions, 6)
+    # user 0: 3 + 1 units of mass, user 1: 2
+    torch.testing.assert_close(targets.sum(dim=1), torch.tensor([4.0, 2.0]))
+    assert float(targets[0, 4]) == pytest.approx(1.0)
+
+
+def test_a_router_model_trains_its_router_through_the_listwise_loss() -> None:
+    data = world()
+    model, config = fresh("sve", credit_method="router", router_top_q=2)
     perturb(model)
-    with torch.no_grad():
-        model.score_prior.copy_(torch.linspace(-1.0, 1.0, model.score_prior.shape[0]))
-    model.eval()
-    user = training_batch(data, name, config)["user"]
-    with torch.no_grad():
-        expected = model.score_all(user)
-        assert torch.allclose(FoldedScorer(model)(user), expected, atol=1e-6)
+    batch = training_batch(data, "sve", config)
+    assert "coalitions" in batch
+    loss, parts = model.loss(batch)
+    assert "diversity" in parts and torch.isfinite(loss)
+    loss.backward()
+    assert reached(grads(model), "router")
+    samples = training_samples(data, "sve", config)
+    assert (samples.row_weight == 1).all()  # the router replaces the SVE weights

@@ -22,17 +22,10 @@ from training.data.processed import ProcessedDataset
 from training.models import build_model
 from training.models.popularity import MostPop
 from training.runs import CHECKPOINT
-from training.trainer import (
-    FeatureStore,
-    _epoch,
-    dims_of,
-    evaluate,
-    train_model,
-    training_rows,
-)
+from training.trainer import FeatureStore, dims_of, evaluate, train_model
 from training.trainer import test_report as report_on_test_users  # not a test
 
-from .model_fixtures import CPU, model_config, single_thread, world
+from .model_fixtures import CPU, model_config, single_thread, training_batch, world
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -41,35 +34,28 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-# ------------------------------------------------------------------------- epochs and batches
-def test_epoch_adds_fresh_tag_negatives_and_never_splits_an_interaction() -> None:
+# ------------------------------------------------------------------------- batches
+def test_a_batch_holds_the_users_targets_and_their_privileged_rows() -> None:
     data = world()
-    config = model_config("ctmvm", tag_negatives=3, batch_size=64)
-    rows = training_rows(data, "ctmvm", config)
-    epoch, group, batches = _epoch(rows, config, data.n_tags, np.random.default_rng(0))
-    n_pos = int(rows.label.sum())
-    n_rows = len(rows.label) + 3 * n_pos
-    assert len(epoch["label"]) == n_rows == len(group)
-    # every row exactly once per epoch
-    assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(n_rows))
-    # an interaction's rows stay together (the joint loss sums them)
-    owner = np.empty(n_rows, dtype=np.int64)
-    for b, index in enumerate(batches):
-        owner[index] = b
-    for g in np.unique(group):
-        assert len(np.unique(owner[group == g])) == 1
-    assert len(batches) > 1 and max(len(b) for b in batches) < 2 * 64
-    # the drawn negatives: label 0, weight 1, no item, one group each, random tags
-    drawn = slice(len(rows.label), None)
-    assert (epoch["label"][drawn] == 0).all() and (epoch["weight"][drawn] == 1).all()
-    assert (epoch["item"][drawn] == -1).all()
-    assert len(np.unique(group[drawn])) == 3 * n_pos
-    assert len(epoch["tag"][drawn].unique()) > data.n_tags // 2
-    # redrawn every epoch, reproducibly for a seed
-    again = _epoch(rows, config, data.n_tags, np.random.default_rng(0))[0]
-    other = _epoch(rows, config, data.n_tags, np.random.default_rng(1))[0]
-    assert torch.equal(again["tag"], epoch["tag"])
-    assert not torch.equal(other["tag"], epoch["tag"])
+    config = model_config("ctmvm", batch_size=8, privileged_negatives=5)
+    batch = training_batch(data, "ctmvm", config)
+    assert batch["user"]["hist_tags"].shape[0] == 8
+    assert batch["targets"].shape == (8, data.n_tags) and (batch["targets"].sum(1) > 0).all()
+    # a train user carries its own tags in the co-occurrence counts (left out there)
+    assert batch["user"]["counted_tags"].shape == (8, data.n_tags)
+    assert (batch["user"]["counted_tags"].sum(1) > 0).all()
+    rows = batch["rows"]
+    assert rows["tags"].shape[1] == 1 + 5
+    assert rows["weights"].shape == (rows["tags"].shape[0], 1)
+    # a row's positive is a target of its user
+    owner = torch.as_tensor(
+        [int(np.flatnonzero(np.all(
+            batch["user"]["hist_tags"].numpy() == rows["user"]["hist_tags"][r].numpy(), axis=1
+        ))[0]) for r in range(rows["tags"].shape[0])]
+    )  # fmt: skip
+    assert (batch["targets"][owner, rows["tags"][:, 0]] > 0).all()
+    youtube = training_batch(data, "youtube", model_config("youtube", batch_size=8))
+    assert "rows" not in youtube
 
 
 def test_counting_models_need_no_training() -> None:
@@ -81,21 +67,24 @@ def test_counting_models_need_no_training() -> None:
 
 def test_the_selected_epoch_is_the_best_on_validation_users() -> None:
     """A high learning rate makes validation NDCG peak early, so training stops after
-    ``patience`` epochs without improvement and must hand back the peak epoch's model."""
+    ``patience`` epochs without improvement (counted once ``min_epochs`` have passed) and
+    must hand back the peak epoch's model. Epoch 0, the untrained model, is a candidate."""
     data = world()
-    config = model_config("youtube", epochs=8, patience=3, lr=0.03)
+    config = model_config("youtube", epochs=8, patience=2, min_epochs=1, lr=0.05)
     result, store = train_model(data, "youtube", config, seed=0, progress=False)
     history = result.history
-    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    assert [h["epoch"] for h in history] == list(range(len(history)))
+    assert "loss" not in history[0]  # epoch 0 is scored before any training
     scores = [h["valid_ndcg@10"] for h in history]
-    assert result.best_epoch == int(np.argmax(scores)) + 1
-    assert result.best_epoch < len(history) < 8, f"scenario needs an early peak: {scores}"
-    assert len(history) - result.best_epoch == 3  # stopped after `patience` stale epochs
+    assert result.best_epoch == int(np.argmax(scores))
+    assert len(history) - 1 < 8, f"scenario needs an early peak: {scores}"
+    assert len(history) - 1 - max(result.best_epoch, 1) == 2  # stopped after `patience`
     # the returned model is the selected epoch's, not the last one's
     valid = evaluate(result.model, store, data, data.users_in("valid"))
     assert valid["ndcg@10"] == pytest.approx(max(scores), abs=1e-9)
-    assert valid["ndcg@10"] > scores[-1]
-    assert all(np.isfinite(h["loss"]) and h["loss"] > 0 for h in history)
+    assert valid["ndcg@10"] >= scores[-1]
+    assert all(np.isfinite(h["loss"]) and h["loss"] > 0 for h in history[1:])
+    assert all("valid_novel_ndcg@10" in h and "valid_nll" in h for h in history)
 
 
 # ------------------------------------------------------------------------- determinism
@@ -125,7 +114,7 @@ def test_training_is_deterministic_for_a_seed(name: str) -> None:
 def test_another_seed_trains_another_model() -> None:
     (state_a, history_a, _), (state_b, history_b, _) = train_twice("ctmvm", (0, 1))
     assert not same_state(state_a, state_b)
-    assert [h["loss"] for h in history_a] != [h["loss"] for h in history_b]
+    assert [h["loss"] for h in history_a[1:]] != [h["loss"] for h in history_b[1:]]
 
 
 # ------------------------------------------------------------------------- planted truth

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training.commands import benchmark, export, prepare, train, truth
+from training.commands import benchmark, diagnose, export, prepare, train, truth
 
 COMMANDS = {
     "prepare": prepare,
@@ -18,6 +18,7 @@ COMMANDS = {
     "benchmark": benchmark,
     "export": export,
     "truth": truth,
+    "diagnose": diagnose,
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 REQUIRED = (
     "dim", "hidden", "lr", "weight_decay", "batch_size", "epochs", "patience",
-    "tag_negatives", "max_history", "credit", "tau",
+    "max_history", "credit", "tau",
 )  # fmt: skip
 MODEL_REQUIRED = {"ctmvm": ("rho", "n_views"), "sve_pkm": ("rho",)}
 
@@ -46,4 +46,12 @@ def resolve(config: dict[str, Any], model: str, source: str = "config") -> dict[
         raise ValueError(f"{source}: credit must be 'contains' or 'covers'")
     if resolved["tau"] <= 0:
         raise ValueError(f"{source}: tau must be > 0")
+    if resolved.get("credit_scale", "count") not in ("count", "fraction"):
+        raise ValueError(f"{source}: credit_scale must be 'count' or 'fraction'")
+    if resolved.get("aux_view", "hard") not in ("hard", "soft"):
+        raise ValueError(f"{source}: aux_view must be 'hard' or 'soft'")
+    if resolved.get("credit_method", "shapley") not in ("shapley", "router"):
+        raise ValueError(f"{source}: credit_method must be 'shapley' or 'router'")
+    if resolved.get("repeat_mode", "counting") not in ("counting", "learned"):
+        raise ValueError(f"{source}: repeat_mode must be 'counting' or 'learned'")
     return resolved

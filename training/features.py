@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from training.data.processed import TRAIN, ProcessedDataset
 
@@ -121,3 +122,46 @@ def tag_popularity(data: ProcessedDataset) -> np.ndarray:
     chosen = np.flatnonzero(train & (data.inter_label == 1) & ~data.inter_sampled)
     counts = np.bincount(data.inter_tags.take(chosen).values, minlength=data.n_tags)
     return (counts / max(counts.sum(), 1)).astype(np.float64)
+
+
+def history_tags(data: ProcessedDataset, users: np.ndarray) -> np.ndarray:
+    """[len(users), T] bool: the tags of each user's positive history interactions (the
+    tags a profile could repeat; everything else is novel to the user)."""
+    history = np.zeros((len(users), data.n_tags), dtype=bool)
+    position = np.full(data.n_users, -1, dtype=np.int64)
+    position[users] = np.arange(len(users))
+    chosen = np.flatnonzero(
+        ~data.inter_is_sample & (data.inter_label == 1) & (position[data.inter_user] >= 0)
+    )
+    coalitions = data.inter_tags.take(chosen)
+    history[np.repeat(position[data.inter_user[chosen]], coalitions.lengths()),
+            coalitions.values] = True  # fmt: skip
+    return history
+
+
+def tags_used(data: ProcessedDataset) -> sp.csr_matrix:
+    """[U, T] 0/1: the tags each *train* user used in its observed positive interactions
+    (the log co-occurrence is counted on). An augmented view (``augment``) gets its
+    original user's row, since that user's whole log is in the counts."""
+    train = data.user_split[data.inter_user] == TRAIN
+    owner = data.raw_index.get("view_user", np.arange(data.n_users))
+    original = owner[data.inter_user] == data.inter_user
+    chosen = np.flatnonzero(train & original & (data.inter_label == 1) & ~data.inter_sampled)
+    coalitions = data.inter_tags.take(chosen)
+    rows = np.repeat(data.inter_user[chosen], coalitions.lengths())
+    used = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, coalitions.values)),
+        shape=(data.n_users, data.n_tags),
+    )
+    used.data[:] = 1.0  # duplicates were summed on construction: a user counts once
+    return used[owner]
+
+
+def tag_cooccurrence_counts(data: ProcessedDataset) -> np.ndarray:
+    """[T, T] float32: how many train users used both h and t (the diagonal: used h).
+
+    Counted per user, not per item, so a tag one user applies to hundreds of items does not
+    dominate. P(t | h) = counts[h, t] / counts[h, h] (``models.layers.CoOccurrence``)."""
+    owner = data.raw_index.get("view_user", np.arange(data.n_users))
+    used = tags_used(data)[np.flatnonzero(owner == np.arange(data.n_users))]
+    return (used.T @ used).toarray().astype(np.float32)

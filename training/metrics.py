@@ -8,6 +8,16 @@ of the user's positive sample interactions). Per user, with hits h_1..h_K of the
   hits in front.
 
 Reported values are means over users with a non-empty truth set.
+
+A profile is judged on two questions, so every metric comes in three views:
+
+- ``<metric>@K``: the whole ranking against all held-out tags (what the paper reports; a
+  large part of it rewards repeating the user's history, where counting is optimal);
+- ``novel_<metric>@K``: the user's history tags removed from the ranking *and* from the
+  truth, users without a novel held-out tag skipped: does the profile find tags the user
+  has never used (what counting cannot do)?
+- ``repeat_<metric>@K``: the whole ranking against the held-out tags the user had already
+  used, users without one skipped: does the profile keep the tags the user comes back to?
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ import numpy as np
 
 KS = (5, 10, 20)
 METRICS = ("precision", "recall", "hr", "ndcg")
+VIEWS = ("", "novel_", "repeat_")
+"""Prefixes of the three views of every metric (module docstring)."""
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -31,32 +43,57 @@ def hit_matrix(ranked: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def per_user_metrics(
     ranked: np.ndarray, truth: np.ndarray, ks: tuple[int, ...] = KS
 ) -> dict[str, np.ndarray]:
-    """Precision/Recall/HR/NDCG@K of every user with a non-empty truth (keys like
-    ``ndcg@10``, values [users]): what paired comparisons between models need.
+    """Precision/Recall/HR/NDCG@K of every user (keys like ``ndcg@10``, values [users],
+    NaN for a user whose truth is empty): what paired comparisons between models need.
 
     ``ranked`` holds at least max(ks) tag indices per user, best first.
     """
-    n_truth = truth.sum(axis=1)
-    keep = n_truth > 0
-    hits = hit_matrix(ranked[keep], truth[keep]).astype(np.float64)
-    n_truth = n_truth[keep].astype(np.float64)
+    n_truth = truth.sum(axis=1).astype(np.float64)
+    hits = hit_matrix(ranked, truth).astype(np.float64)
+    empty = n_truth == 0
     out: dict[str, np.ndarray] = {}
     discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
     for k in ks:
         h = hits[:, :k]
         n_hits = h.sum(axis=1)
         dcg = (h * discounts[:k]).sum(axis=1)
-        ideal = np.cumsum(discounts[:k])[np.minimum(n_truth, k).astype(int) - 1]
-        out[f"precision@{k}"] = n_hits / k
-        out[f"recall@{k}"] = n_hits / n_truth
-        out[f"hr@{k}"] = (n_hits > 0).astype(np.float64)
-        out[f"ndcg@{k}"] = dcg / ideal
+        ideal = np.cumsum(discounts[:k])[np.clip(n_truth, 1, k).astype(int) - 1]
+        values = {
+            "precision": n_hits / k,
+            "recall": n_hits / np.maximum(n_truth, 1),
+            "hr": (n_hits > 0).astype(np.float64),
+            "ndcg": dcg / ideal,
+        }
+        for name, value in values.items():
+            out[f"{name}@{k}"] = np.where(empty, np.nan, value)
+    return out
+
+
+def discovery_metrics(
+    ranked: np.ndarray,
+    ranked_novel: np.ndarray,
+    truth: np.ndarray,
+    history: np.ndarray,
+    ks: tuple[int, ...] = KS,
+) -> dict[str, np.ndarray]:
+    """The three views of every metric per user (module docstring). ``ranked_novel`` is the
+    ranking with the user's ``history`` tags ([users, T] bool) removed."""
+    out = per_user_metrics(ranked, truth, ks)
+    novel = per_user_metrics(ranked_novel, truth & ~history, ks)
+    repeat = per_user_metrics(ranked, truth & history, ks)
+    out.update({f"novel_{k}": v for k, v in novel.items()})
+    out.update({f"repeat_{k}": v for k, v in repeat.items()})
     return out
 
 
 def user_means(per_user: dict[str, np.ndarray]) -> dict[str, float]:
-    """The reported value of each metric: its mean over users (0 without users)."""
-    return {key: float(values.mean()) if len(values) else 0.0 for key, values in per_user.items()}
+    """The reported value of each metric: its mean over the users it is defined for
+    (NaN entries left out; 0 without any)."""
+    means = {}
+    for key, values in per_user.items():
+        defined = values[np.isfinite(values)]
+        means[key] = float(defined.mean()) if len(defined) else 0.0
+    return means
 
 
 def ranking_metrics(

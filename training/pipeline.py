@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.data.processed import ProcessedDataset
 from training.models import LEARNED
 from training.runs import PER_USER_FILE, plot_training_curve, save_checkpoint, write_json
@@ -42,10 +44,9 @@ def run_training(
     }
     write_json(out / "config.json", run_config)
     write_json(out / "metrics.json", metrics)
-    write_json(
-        out / PER_USER_FILE,
-        {"users": report.users.tolist(), **{k: v.tolist() for k, v in report.per_user.items()}},
-    )
+    per_user = {k: [None if np.isnan(x) else x for x in v.tolist()]  # JSON has no NaN
+                for k, v in report.per_user.items()}  # fmt: skip
+    write_json(out / PER_USER_FILE, {"users": report.users.tolist(), **per_user})
     write_json(out / "history.json", result.history)
     save_checkpoint(
         out, model_name, result.model, config,

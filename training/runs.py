@@ -14,6 +14,10 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
+from training.data.processed import ProcessedDataset
+from training.models import LEARNED, build_model
+from training.trainer import FeatureStore, counting_model, dims_of
+
 CHECKPOINT = "checkpoint.pt"
 PER_USER_FILE = "test_per_user.json"
 """@10 metrics of each test user (dense user ids of the prepared data set): the input of
@@ -34,21 +38,58 @@ def save_checkpoint(
     )
 
 
+def load_run(
+    run_dir: Path, data_dir: Path | None
+) -> tuple[dict, ProcessedDataset, nn.Module, FeatureStore]:
+    """The checkpoint, its prepared data set, the rebuilt model (eval mode, CPU) and the
+    users' feature tensors (built once: the model's sizes come from them too)."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: is {run_dir} a `training train` run?")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    data_dir = Path(data_dir or checkpoint["data_dir"])
+    if not data_dir.is_dir():
+        raise FileNotFoundError(
+            f"{data_dir}: the prepared data set {run_dir} was trained on is not there; "
+            "pass --data DIR"
+        )
+    data = ProcessedDataset.load(data_dir)
+    config, name = checkpoint["config"], checkpoint["model"]
+    store = FeatureStore(data, config["max_history"], torch.device("cpu"))
+    if name in LEARNED:
+        model = build_model(name, dims_of(data, store), config)
+    else:
+        model = counting_model(data, name)
+    model.load_state_dict(checkpoint["state_dict"])
+    return checkpoint, data, model.eval(), store
+
+
 def plot_training_curve(history: list[dict], best_epoch: int, path: Path, title: str) -> None:
-    """Loss and validation NDCG@10 per epoch, the selected epoch marked."""
+    """Loss and validation NDCG@10 (all tags and novel tags) per epoch, the selected epoch
+    marked; epoch 0 is the untrained model (no loss yet)."""
     fig, loss_ax = plt.subplots(figsize=(7, 4), dpi=110)
-    epochs = [h["epoch"] for h in history]
-    loss_ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    trained = [h for h in history if "loss" in h]
+    loss_ax.plot(
+        [h["epoch"] for h in trained], [h["loss"] for h in trained], "o-", color="tab:blue",
+        label="train loss",
+    )  # fmt: skip
     loss_ax.set_xlabel("epoch")
     loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_ax.set_ylabel("training loss", color="tab:blue")
     ndcg_ax = loss_ax.twinx()
+    epochs = [h["epoch"] for h in history]
     ndcg_ax.plot(
         epochs, [h["valid_ndcg@10"] for h in history], "s-", color="tab:orange",
         label="validation NDCG@10",
     )  # fmt: skip
+    if all("valid_novel_ndcg@10" in h for h in history):
+        ndcg_ax.plot(
+            epochs, [h["valid_novel_ndcg@10"] for h in history], "^--", color="tab:green",
+            label="validation novel NDCG@10",
+        )  # fmt: skip
     ndcg_ax.set_ylabel("validation NDCG@10", color="tab:orange")
-    if best_epoch:
+    ndcg_ax.legend(loc="lower right", fontsize="small")
+    if best_epoch is not None:
         ndcg_ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
         ndcg_ax.annotate("selected", (best_epoch, ndcg_ax.get_ylim()[1]), ha="center", va="top")
     loss_ax.set_title(title)

@@ -26,12 +26,14 @@ SplitRuns = Mapping[int, Sequence[PerUser]]
 
 
 def seed_mean(runs: Sequence[PerUser], key: str) -> tuple[list[int], np.ndarray]:
-    """Users and each user's ``key`` averaged over the runs of one split."""
+    """Users and each user's ``key`` averaged over the runs of one split (NaN where the
+    metric is not defined for the user: no novel or no repeat truth)."""
     users = list(runs[0]["users"])
     for run in runs[1:]:
         if list(run["users"]) != users:
             raise ValueError("runs of one split were evaluated on different test users")
-    return users, np.mean([np.asarray(run[key], dtype=np.float64) for run in runs], axis=0)
+    values = [[np.nan if v is None else v for v in run[key]] for run in runs]
+    return users, np.mean(np.asarray(values, dtype=np.float64), axis=0)
 
 
 def paired_difference(a: SplitRuns, b: SplitRuns, key: str) -> dict[str, Any] | None:
@@ -50,9 +52,13 @@ def paired_difference(a: SplitRuns, b: SplitRuns, key: str) -> dict[str, Any] | 
         diffs.append(values_a - values_b)
         means_a.append(values_a)
         means_b.append(values_b)
-    if not diffs:
+    if not diffs or not np.isfinite(np.concatenate(diffs)).any():
         return None
     diff = np.concatenate(diffs)
+    defined = np.isfinite(diff)  # the users the metric is defined for
+    diff = diff[defined]
+    means_a = [np.concatenate(means_a)[defined]]
+    means_b = [np.concatenate(means_b)[defined]]
     n = len(diff)
     delta = float(diff.mean())
     if abs(delta) < _EPS:

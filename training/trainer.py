@@ -1,7 +1,8 @@
 """Training loop and evaluation shared by every model.
 
-All data lives in tensors built once (user feature bags, item privileged bags, sample
-rows); an epoch is a shuffled index, so there is no per-sample Python in the inner loop.
+All data lives in arrays built once (user feature bags, item privileged bags, the users'
+targets, ``training.samples``); an epoch is a shuffled order of train users, so there is no
+per-sample Python in the inner loop.
 Model selection (early stopping) uses the validation slice of the train users, never the
 test users. Training is deterministic on CPU for a given seed.
 """
@@ -10,37 +11,50 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from training import sve
 from training.augment import augment_train_users
 from training.data.processed import ProcessedDataset
 from training.features import (
+    history_tags,
     item_privileged,
     sample_truth,
+    tag_cooccurrence_counts,
     tag_popularity,
+    tags_used,
     user_features,
 )
 from training.metrics import (
     KS,
     avg_shapley,
-    per_user_metrics,
-    ranking_metrics,
+    discovery_metrics,
     tag_privileged_hr,
     top_k,
     user_means,
 )
-from training.models import LEARNED, USES_SVE, Dims, build_model
-from training.models.popularity import MostPop, UserPop
-from training.negatives import negative_tag_rate, random_tag_distribution, score_prior
+from training.models import LEARNED, Dims, build_model
+from training.models.ctmvm import CTMVM
+from training.models.layers import CoOccurrence
+from training.models.popularity import CoOccur, CountingOffset, MostPop, UserPop
+from training.samples import (
+    TrainingSamples,
+    coalitions,
+    item_tag_rows,
+    privileged_rows,
+    to_tensors,
+    training_samples,
+)
 
 SELECTION_METRIC = "ndcg@10"
+ROW_KEYS = ("tags", "log_q", "weights", "negative_mask")
 EVAL_BATCH = 64
 
 
@@ -65,46 +79,29 @@ class FeatureStore:
             self.tensors[f"{name}_w"] = torch.as_tensor(bag.weights, device=device)
         self.tensors["attributes"] = torch.as_tensor(features.attributes, device=device)
         self.attribute_sizes = features.attribute_sizes
+        self.n_tags = data.n_tags
+        self.counted: sp.csr_matrix | None = None
+
+    def add_counted_tags(self, used: sp.csr_matrix) -> None:
+        """Training only: each user's own tags in the co-occurrence counts, gathered as
+        ``counted_tags`` so ``CoOccurrence`` can leave the user out (never at inference)."""
+        self.counted = used
 
     def gather(self, users: Tensor) -> dict[str, Tensor]:
         return {name: tensor[users] for name, tensor in self.tensors.items()}
+
+    def gather_counted(self, users: Tensor) -> dict[str, Tensor]:
+        """``gather`` plus ``counted_tags`` (the training batches)."""
+        batch = self.gather(users)
+        if self.counted is not None:
+            rows = self.counted[users.cpu().numpy()].toarray()
+            batch["counted_tags"] = torch.as_tensor(rows, device=users.device)
+        return batch
 
 
 def dims_of(data: ProcessedDataset, store: FeatureStore) -> Dims:
     sizes = {f: len(names) for f, names in data.privileged_names.items()}
     return Dims(data.n_tags, sizes, store.attribute_sizes)
-
-
-@dataclass
-class TrainingRows:
-    """Single-tag training samples as tensors, in interaction order."""
-
-    user: Tensor
-    item: Tensor  # -1 for random tag negatives (no item, no X_p)
-    tag: Tensor
-    label: Tensor
-    weight: Tensor
-    group: np.ndarray  # interaction id per row (the joint loss sums over a group)
-
-
-def training_rows(data: ProcessedDataset, name: str, config: dict) -> TrainingRows:
-    rows = data.single_tag_samples("train")
-    weight = np.ones(len(rows), dtype=np.float32)
-    if name in USES_SVE:
-        phi = getattr(data, f"phi_{config['credit']}")[rows.position].astype(np.float64)
-        starts = np.flatnonzero(np.r_[True, rows.interaction[1:] != rows.interaction[:-1]])
-        offsets = np.r_[starts, len(rows)]
-        positive = rows.label[starts] == 1
-        weight = sve.batch_sve_weights(phi, offsets, config["tau"], positive).astype(np.float32)
-    _, group = np.unique(rows.interaction, return_inverse=True)
-    return TrainingRows(
-        user=torch.as_tensor(rows.user, dtype=torch.int64),
-        item=torch.as_tensor(rows.item, dtype=torch.int64),
-        tag=torch.as_tensor(rows.tag, dtype=torch.int64),
-        label=torch.as_tensor(rows.label, dtype=torch.float32),
-        weight=torch.as_tensor(weight),
-        group=group.astype(np.int64),
-    )
 
 
 class ItemStore:
@@ -119,6 +116,10 @@ class ItemStore:
                 torch.as_tensor(ids, device=device),
                 torch.as_tensor(weights, device=device),
             )
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.fields.values()))[0].device if self.fields else torch.device("cpu")
 
     def gather(self, items: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         return {f: (ids[items], w[items]) for f, (ids, w) in self.fields.items()}
@@ -141,7 +142,25 @@ def set_determinism(seed: int) -> np.random.Generator:
 
 def counting_model(data: ProcessedDataset, name: str) -> nn.Module:
     popularity = torch.as_tensor(tag_popularity(data))
+    if name == "cooccur":
+        return CoOccur(popularity, torch.as_tensor(tag_cooccurrence_counts(data)))
     return MostPop(popularity) if name == "mostpop" else UserPop(popularity)
+
+
+def selection_score(metric: str) -> Callable[[dict[str, float]], float]:
+    """The validation score epochs are selected on: one metric, or a sum such as
+    ``ndcg@10+novel_ndcg@10`` (a profile has to keep the user's tags *and* find new ones)."""
+    keys = [k.strip() for k in metric.split("+")]
+    return lambda scores: sum(scores[k] for k in keys)
+
+
+def fill_counts(model: nn.Module, popularity: np.ndarray, cooccurrence: np.ndarray) -> None:
+    """Give a learned model the counts its counting parts read (train data only)."""
+    for module in model.modules():
+        if isinstance(module, CountingOffset):
+            module.popularity.copy_(torch.as_tensor(popularity))
+        elif isinstance(module, CoOccurrence):
+            module.counts.copy_(torch.as_tensor(cooccurrence))
 
 
 def train_model(
@@ -153,161 +172,224 @@ def train_model(
     device: str = "cpu",
     progress: bool = True,
 ) -> tuple[TrainResult, FeatureStore]:
-    """Train ``name`` on the train users, selecting the epoch on the validation users."""
+    """Train ``name`` on the train users, selecting the epoch on the validation users.
+
+    Epoch 0 (the untrained model, which ranks like ``userpop`` for every model with the
+    counting offset) is a candidate of the selection, so the returned model is never worse
+    than counting on validation. Early stopping waits ``min_epochs`` before it counts
+    ``patience`` epochs without improvement: the privileged views need a few epochs to
+    separate before they can help.
+    """
     dev = pick_device(device)
     rng = set_determinism(seed)
     if name not in LEARNED:
         store = FeatureStore(data, config["max_history"], dev)
         return TrainResult(counting_model(data, name).to(dev), config), store
 
+    popularity = tag_popularity(data)
     data = augment_train_users(data, config.get("augment_cuts", []))
     store = FeatureStore(data, config["max_history"], dev)
     model = build_model(name, dims_of(data, store), config).to(dev)
-    rows = training_rows(data, name, config)
-    rate = negative_tag_rate(rows.tag.numpy(), rows.label.numpy(), data.n_tags, config)
-    prior = score_prior(rate, config.get("prior_correction", 0.0))
-    model.score_prior.copy_(torch.as_tensor(prior, device=dev))
+    fill_counts(model, popularity, tag_cooccurrence_counts(data))
+    store.add_counted_tags(tags_used(data))
+    samples = training_samples(data, name, config)
     items = ItemStore(data, dev)
     optimiser = torch.optim.Adam(
         model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
     )
-    valid_users = data.users_in("valid")
-    valid_truth = sample_truth(data, valid_users)
+    if isinstance(model, CTMVM):
+        pretrain_item_tags(model, samples, items, config, rng)
+    valid = Evaluation(data, data.users_in("valid"))
+    select = selection_score(config.get("selection_metric", SELECTION_METRIC))
     result = TrainResult(model, config)
-    best_score, best_state, stale = -1.0, None, 0
+    first = valid.metrics(model, store)
+    result.history.append({"epoch": 0, **{f"valid_{k}": v for k, v in first.items()}})
+    best_score, best_state, stale = select(first), copy.deepcopy(model.state_dict()), 0
+    min_epochs = int(config.get("min_epochs", 0))
     started = time.perf_counter()
     epochs = tqdm(range(1, config["epochs"] + 1), desc=f"train {name}", disable=not progress)
     for epoch in epochs:
-        losses = _train_epoch(model, optimiser, rows, config, data.n_tags, rng, store, items)
-        valid = evaluate(model, store, data, valid_users, valid_truth)
-        record = {"epoch": epoch, **losses, **{f"valid_{k}": v for k, v in valid.items()}}
+        losses = _train_epoch(model, optimiser, samples, store, items, config, rng)
+        scores = valid.metrics(model, store)
+        record = {"epoch": epoch, **losses, **{f"valid_{k}": v for k, v in scores.items()}}
         result.history.append(record)
-        score = valid[SELECTION_METRIC]
-        epochs.set_postfix(loss=f"{record['loss']:.4f}", valid_ndcg10=f"{score:.4f}")
-        if score > best_score:
-            best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        epochs.set_postfix(loss=f"{record['loss']:.4f}", valid=f"{select(scores):.4f}")
+        if select(scores) > best_score:
+            best_score, best_state, stale = select(scores), copy.deepcopy(model.state_dict()), 0
             result.best_epoch = epoch
-        else:
+        elif epoch >= min_epochs:
             stale += 1
             if stale >= config["patience"]:
                 break
     result.train_seconds = time.perf_counter() - started
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    model.load_state_dict(best_state)
     return result, store
+
+
+def pretrain_item_tags(
+    model: CTMVM,
+    samples: TrainingSamples,
+    items: ItemStore,
+    config: dict,
+    rng: np.random.Generator,
+) -> None:
+    """Learn P(tag | X_p) alone first (``CTMVM.item_tag_loss``): it is cheap (no user
+    features) and needs far more steps than the main network can take before it overfits
+    the few train users, so the privileged embeddings start the joint training aligned
+    with the tags instead of random."""
+    steps = int(config.get("item_tag_pretrain_steps", 0))
+    if steps <= 0:
+        return
+    device = items.device
+    parameters = [
+        *model.encoder.tag.parameters(), *model.encoder.privileged.parameters(),
+        *model.supplementary_match.parameters(), model.item_tag_bias,
+    ]  # fmt: skip
+    optimiser = torch.optim.Adam(parameters, lr=float(config.get("item_tag_lr", 0.01)))
+    n_rows = int(config.get("item_tag_pretrain_rows", 1024))
+    model.train()
+    for _ in range(steps):
+        pairs = item_tag_rows(samples, n_rows, samples.proposal.shape[0], config, rng)
+        batch = {
+            "item_privileged": items.gather(torch.as_tensor(pairs["item"], device=device)),
+            **to_tensors({k: pairs[k] for k in ROW_KEYS}, device),
+        }
+        loss = model.item_tag_loss(batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
 
 
 def _train_epoch(
     model: nn.Module,
     optimiser: torch.optim.Optimizer,
-    rows: TrainingRows,
-    config: dict,
-    n_tags: int,
-    rng: np.random.Generator,
+    samples: TrainingSamples,
     store: FeatureStore,
     items: ItemStore,
+    config: dict,
+    rng: np.random.Generator,
 ) -> dict[str, float]:
-    """One pass over the shuffled rows; returns the mean loss and its parts."""
+    """One pass over the train users in random batches; the mean loss and its parts."""
     model.train()
-    device = next(model.parameters()).device
-    epoch_rows, group, batches = _epoch(rows, config, n_tags, rng)
+    order = rng.permutation(len(samples))
+    size = config["batch_size"]
     sums: dict[str, float] = {}
-    for batch_index in batches:
-        batch = _make_batch(epoch_rows, group, batch_index, store, items, device)
+    n = 0
+    for start in range(0, len(order), size):
+        index = order[start : start + size]
+        batch = make_batch(samples, index, store, items, config, rng, isinstance(model, CTMVM))
         loss, parts = model.loss(batch)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         for key, value in {"loss": float(loss.detach()), **parts}.items():
             sums[key] = sums.get(key, 0.0) + value
-    n = max(len(batches), 1)
-    return {(k if k == "loss" else f"loss_{k}"): v / n for k, v in sums.items()}
+        n += 1
+    return {(k if k == "loss" else f"loss_{k}"): v / max(n, 1) for k, v in sums.items()}
 
 
-def _epoch(
-    rows: TrainingRows, config: dict, n_tags: int, rng: np.random.Generator
-) -> tuple[dict[str, Tensor], np.ndarray, list[np.ndarray]]:
-    """One epoch: the observed rows plus fresh random tag negatives, shuffled by group.
-
-    Every positive row brings ``tag_negatives`` uniformly drawn tags (label 0, weight 1, no
-    item, each its own group), redrawn every epoch. Groups (interactions) are shuffled and
-    never split, and batches are cut at the group boundary nearest each multiple of the
-    batch size.
-    """
-    positive = np.flatnonzero(rows.label.numpy() == 1)
-    source = np.repeat(positive, config["tag_negatives"])
-    n_neg = len(source)
-    share = config.get("negative_popularity", 0.0)
-    distribution = random_tag_distribution(rows.tag.numpy()[positive], n_tags, share)
-    n_groups = int(rows.group.max(initial=-1)) + 1
-    epoch = {
-        "user": torch.cat([rows.user, rows.user[source]]),
-        "tag": torch.cat([rows.tag, torch.as_tensor(rng.choice(n_tags, n_neg, p=distribution))]),
-        "item": torch.cat([rows.item, torch.full((n_neg,), -1, dtype=torch.int64)]),
-        "label": torch.cat([rows.label, torch.zeros(n_neg)]),
-        "weight": torch.cat([rows.weight, torch.ones(n_neg)]),
-    }
-    group = np.concatenate([rows.group, n_groups + np.arange(n_neg)])
-    rank = np.empty(n_groups + n_neg, dtype=np.int64)
-    rank[rng.permutation(n_groups + n_neg)] = np.arange(n_groups + n_neg)
-    order = np.argsort(rank[group], kind="stable")
-    ordered = group[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    wanted = np.arange(config["batch_size"], len(order), config["batch_size"])
-    cuts = np.unique(starts[np.minimum(np.searchsorted(starts, wanted), len(starts) - 1)])
-    cuts = cuts[cuts > 0]
-    return epoch, group, [b for b in np.split(order, cuts) if len(b)]
-
-
-def _make_batch(
-    epoch: dict[str, Tensor],
-    group: np.ndarray,
+def make_batch(
+    samples: TrainingSamples,
     index: np.ndarray,
     store: FeatureStore,
     items: ItemStore,
-    device: torch.device,
-) -> dict:
-    index_t = torch.as_tensor(index)
-    _, local_group = np.unique(group[index], return_inverse=True)
-    return {
-        "user": store.gather(epoch["user"][index_t].to(device)),
-        "tag": epoch["tag"][index_t].to(device),
-        "item_privileged": items.gather(epoch["item"][index_t].to(device)),
-        "label": epoch["label"][index_t].to(device),
-        "weight": epoch["weight"][index_t].to(device),
-        "group": torch.as_tensor(local_group, device=device),
+    config: dict,
+    rng: np.random.Generator,
+    with_rows: bool,
+) -> dict[str, Any]:
+    """What ``model.loss`` reads for the users at positions ``index`` of ``samples``; the
+    privileged rows only ``with_rows`` (CTMVM and PKM)."""
+    device = store.tensors["hist_tags"].device
+    n_tags = store.n_tags
+    users = torch.as_tensor(samples.users[index], device=device)
+    batch: dict[str, Any] = {
+        "user": store.gather_counted(users),
+        "targets": torch.as_tensor(samples.targets.dense(index, n_tags), device=device),
     }
+    if config.get("negative_weight", 0.0) > 0:
+        negatives = samples.negatives.dense(index, n_tags) > 0
+        batch["negatives"] = torch.as_tensor(negatives, device=device)
+    if config.get("credit_method", "shapley") == "router":
+        batch["coalitions"] = to_tensors(coalitions(samples, index), device)
+    if with_rows:
+        rows = privileged_rows(samples, index, n_tags, config, rng)
+        owner = torch.as_tensor(rows["owner"], device=device)
+        batch["rows"] = {
+            "user": {k: v[owner] for k, v in batch["user"].items()},
+            "item_privileged": items.gather(torch.as_tensor(rows["item"], device=device)),
+            **to_tensors({k: rows[k] for k in ROW_KEYS}, device),
+        }
+        pairs = item_tag_rows(samples, int(config.get("item_tag_rows", 256)), n_tags, config, rng)
+        batch["item_tags"] = {
+            "item_privileged": items.gather(torch.as_tensor(pairs["item"], device=device)),
+            **to_tensors({k: pairs[k] for k in ROW_KEYS}, device),
+        }
+    return batch
 
 
 @torch.no_grad()
-def score_users(model: nn.Module, store: FeatureStore, users: np.ndarray, k: int) -> np.ndarray:
-    """Top-k tag indices of every user (all tags scored from user features alone)."""
+def rank_users(
+    model: nn.Module,
+    store: FeatureStore,
+    users: np.ndarray,
+    k: int,
+    history: np.ndarray,
+    truth: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k tag indices of every user (all tags scored from user features alone), the
+    top k among the tags outside the user's ``history`` ([users, T] bool), and the mean
+    negative log-likelihood of the user's ``truth`` tags under the normalised scores (NaN
+    without truth): the held-out loss, to tell overfitting from a ranking change."""
     model.eval()
     device = store.tensors["hist_tags"].device
-    ranked = []
+    ranked, novel, nll = [], [], []
     for start in range(0, len(users), EVAL_BATCH):
         chunk = torch.as_tensor(users[start : start + EVAL_BATCH], dtype=torch.int64)
-        scores = model.score_all(store.gather(chunk.to(device))).float().cpu().numpy()
+        scores = model.score_all(store.gather(chunk.to(device))).double().cpu().numpy().copy()
         ranked.append(top_k(scores, k))
-    return np.concatenate(ranked) if ranked else np.zeros((0, k), dtype=np.int64)
+        if truth is not None:
+            share = scores / np.maximum(scores.sum(axis=1, keepdims=True), 1e-300)
+            held = truth[start : start + EVAL_BATCH]
+            log_p = np.log(np.maximum(share, 1e-12)) * held
+            nll.append(-log_p.sum(axis=1) / np.where(held.any(axis=1), held.sum(axis=1), np.nan))
+        scores[history[start : start + EVAL_BATCH]] = -np.inf
+        novel.append(top_k(scores, k))
+    empty = np.zeros((0, k), dtype=np.int64)
+    return (
+        np.concatenate(ranked) if ranked else empty,
+        np.concatenate(novel) if novel else empty,
+        np.concatenate(nll) if nll else np.full(len(users), np.nan),
+    )
+
+
+class Evaluation:
+    """A fixed set of users with their truth and history tags, scored again each epoch."""
+
+    def __init__(self, data: ProcessedDataset, users: np.ndarray) -> None:
+        self.users = users
+        self.truth = sample_truth(data, users)
+        self.history = history_tags(data, users)
+
+    def per_user(self, model: nn.Module, store: FeatureStore) -> dict[str, np.ndarray]:
+        ranked, novel, nll = rank_users(model, store, self.users, max(KS), self.history, self.truth)
+        return {**discovery_metrics(ranked, novel, self.truth, self.history), "nll": nll}
+
+    def metrics(self, model: nn.Module, store: FeatureStore) -> dict[str, float]:
+        return user_means(self.per_user(model, store))
 
 
 def evaluate(
-    model: nn.Module,
-    store: FeatureStore,
-    data: ProcessedDataset,
-    users: np.ndarray,
-    truth: np.ndarray | None = None,
+    model: nn.Module, store: FeatureStore, data: ProcessedDataset, users: np.ndarray
 ) -> dict[str, float]:
-    truth = sample_truth(data, users) if truth is None else truth
-    ranked = score_users(model, store, users, max(KS))
-    return ranking_metrics(ranked, truth)
+    """Means over ``users`` of every metric (standard, novel and repeat)."""
+    return Evaluation(data, users).metrics(model, store)
 
 
 @dataclass
 class TestReport:
     """Test-user metrics (``metrics.json``) and the @10 metrics of every test user with a
-    non-empty truth, for paired comparisons of models on the same users."""
+    non-empty truth, for paired comparisons of models on the same users (NaN where a user
+    has no novel or no repeat truth)."""
 
     metrics: dict[str, Any]
     users: np.ndarray
@@ -319,12 +401,14 @@ def test_report(
 ) -> TestReport:
     """Test-user metrics plus AvgShapley@K and Tag_Privileged_HR@K (paper appendix A)."""
     users = data.users_in("test")
-    truth = sample_truth(data, users)
-    with_truth = truth.any(axis=1)
-    users, truth = users[with_truth], truth[with_truth]
-    ranked = score_users(model, store, users, max(KS))
-    per_user = per_user_metrics(ranked, truth)
+    with_truth = sample_truth(data, users).any(axis=1)
+    evaluation = Evaluation(data, users[with_truth])
+    users = evaluation.users
+    ranked, novel, _ = rank_users(model, store, users, max(KS), evaluation.history)
+    per_user = discovery_metrics(ranked, novel, evaluation.truth, evaluation.history)
     report: dict[str, Any] = {**user_means(per_user), "test_users": len(users)}
+    for view in ("novel", "repeat"):
+        report[f"{view}_test_users"] = int(np.isfinite(per_user[f"{view}_ndcg@10"]).sum())
     report.update(avg_shapley(ranked, _tag_shapley(data, credit)))
     if data.privileged_names:
         # the most specific field: with a handful of values (genres) every tag list

@@ -174,7 +174,7 @@ def paired(per_user: dict[str, dict[int, list[dict]]], models: list[str]) -> lis
         entry: dict[str, Any] = {"a": a, "b": b}
         for key in PAIRED_METRICS:
             entry[key] = paired_difference(per_user[a], per_user[b], key)
-        if all(entry[key] is not None for key in PAIRED_METRICS):
+        if entry[PAIRED_METRICS[0]] is not None:
             out.append(entry)
     return out
 

@@ -1,4 +1,4 @@
-"""Model registry: one name per model of the benchmark (DESIGN §2)."""
+"""Model registry: one name per model of the benchmark (DESIGN §2, §10)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ from training.models.ctmvm import CTMVM
 from training.models.mlp import Dims, MainNetwork
 from training.models.utpm import UTPM
 
-MODELS = ("mostpop", "userpop", "youtube", "utpm", "sve", "sve_pkm", "ctmvm")
-LEARNED = ("youtube", "utpm", "sve", "sve_pkm", "ctmvm")
+MODELS = (
+    "mostpop", "userpop", "cooccur", "youtube_plain", "youtube", "utpm", "sve", "sve_pkm",
+    "ctmvm",
+)  # fmt: skip
+COUNTING = ("mostpop", "userpop", "cooccur")
+LEARNED = ("youtube_plain", "youtube", "utpm", "sve", "sve_pkm", "ctmvm")
 USES_SVE = ("sve", "sve_pkm", "ctmvm")
 
 
 def build_model(name: str, dims: Dims, config: dict) -> nn.Module:
     """A fresh learned model; ``config`` is the resolved configuration of that model."""
+    if name == "youtube_plain":
+        return MainNetwork(dims, {**config, "target_aware": False})
     if name in ("youtube", "sve"):
         return MainNetwork(dims, config)
     if name == "utpm":
@@ -26,4 +32,4 @@ def build_model(name: str, dims: Dims, config: dict) -> nn.Module:
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
 
 
-__all__ = ["LEARNED", "MODELS", "USES_SVE", "Dims", "build_model"]
+__all__ = ["COUNTING", "LEARNED", "MODELS", "USES_SVE", "Dims", "build_model"]

@@ -7,9 +7,12 @@
 - FM-style cross layer: the merged head embeddings are treated as scalar features with
   latent vectors; all pairwise crossed values (0.5·((Σ x v)² − Σ x² v²)) are fed with the
   linear values to a dense layer that outputs the user embedding u.
-- Prediction: u · e_t + b_t, plus the shared target-aware signal through a linear layer.
-- Loss: separate (each user–tag sample alone, default) or the paper's joint loss, where the
-  scores of all tags of one interaction are summed into one click logit.
+- Prediction: u · e_t + b_t, plus the shared target-aware signal through a linear layer,
+  plus the counting offset of every learned model (``CountingOffset``; u, b_t and that
+  layer start at zero, so an untrained UTPM ranks like ``userpop``).
+- Loss: the shared listwise softmax over all tags (``training.objective``). The paper's joint
+  loss (one click logit per interaction from the summed tag scores) belongs to pointwise
+  click training and is not kept.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from training.models.layers import TargetAware, UserBatch, UserEncoder
-from training.models.mlp import Dims, weighted_bce
+from training.models.mlp import Dims, zero_
+from training.models.popularity import CountingOffset
+from training.objective import listwise_loss
 
 
 class UTPM(nn.Module):
@@ -28,7 +33,6 @@ class UTPM(nn.Module):
         d = config["dim"]
         heads, q_dim = config.get("heads", 2), config.get("query_dim", 8)
         cross_dim = config.get("cross_dim", 8)
-        self.joint_loss = bool(config.get("joint_loss", False))
         self.encoder = UserEncoder(dims.n_tags, dims.privileged_sizes, dims.attribute_sizes, d)
         self.fields = ["tags", *self.encoder.fields]
         n_fields = len(self.fields) + len(dims.attribute_sizes)
@@ -44,9 +48,11 @@ class UTPM(nn.Module):
             nn.Linear(config["hidden"][0], d),
         )
         self.tag_bias = nn.Parameter(torch.zeros(dims.n_tags))
-        self.register_buffer("score_prior", torch.zeros(dims.n_tags))  # see MainNetwork
-        self.target = TargetAware(d)
+        self.target = TargetAware(d, dims.n_tags)
         self.target_out = nn.Linear(self.target.out_dim, 1)
+        self.offset = CountingOffset(dims.n_tags, config.get("learn_offset_scale", True))
+        zero_(self.dense[-1])
+        zero_(self.target_out)
 
     def _field_bags(self, user: UserBatch) -> list[tuple[Tensor, Tensor]]:
         """(embeddings [B, L, d], weights [B, L]) of every field; attributes are 1-bags."""
@@ -79,28 +85,18 @@ class UTPM(nn.Module):
         cross = 0.5 * (xv**2 - (x**2) @ (self.latent**2))
         return self.dense(torch.cat([x, cross], dim=-1))
 
-    def _logits(self, u: Tensor, tag_emb: Tensor, bias: Tensor, target: Tensor) -> Tensor:
-        return (u * tag_emb).sum(-1) + bias + self.target_out(target).squeeze(-1)
+    def logits_all(self, user: UserBatch) -> Tensor:
+        """[B, T] logits of every tag."""
+        u = self.user_embedding(user).unsqueeze(1)  # [B, 1, d]
+        cooccurrence = self.target.cooccurrence(user, None)
+        target = self.target(self.encoder.tag, user, None, cooccurrence)  # [B, T, d + 4]
+        dot = (u * self.encoder.tag.weight.unsqueeze(0)).sum(-1)
+        logits = dot + self.tag_bias + self.target_out(target).squeeze(-1)
+        return logits + self.offset(user, None, cooccurrence)
 
     def loss(self, batch: dict) -> tuple[Tensor, dict[str, float]]:
-        user, tags = batch["user"], batch["tag"]
-        u = self.user_embedding(user)
-        target = self.target.rows(self.encoder.tag, user, tags)
-        logits = self._logits(u, self.encoder.tag(tags), self.tag_bias[tags], target)
-        if self.joint_loss:
-            group = batch["group"]
-            n_groups = int(group.max()) + 1
-            summed = torch.zeros(n_groups, device=logits.device).index_add(0, group, logits)
-            label = torch.zeros(n_groups, device=logits.device).scatter(0, group, batch["label"])
-            weight = torch.ones(n_groups, device=logits.device)
-            loss = weighted_bce(summed, label, weight)
-        else:
-            loss = weighted_bce(logits, batch["label"], batch["weight"])
+        loss = listwise_loss(self.logits_all(batch["user"]), batch["targets"])
         return loss, {"predict": float(loss.detach())}
 
     def score_all(self, user: UserBatch) -> Tensor:
-        u = self.user_embedding(user).unsqueeze(1)  # [B, 1, d]
-        target = self.target.all_tags(self.encoder.tag, user)  # [B, T, d + 2]
-        bias = self.tag_bias + self.score_prior
-        logits = self._logits(u, self.encoder.tag.weight.unsqueeze(0), bias, target)
-        return torch.sigmoid(logits)
+        return torch.softmax(self.logits_all(user), dim=-1)
