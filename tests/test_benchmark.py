@@ -384,7 +384,7 @@ def test_bad_input_exits_2_naming_the_problem(
     err = capsys.readouterr().err
     assert message in err
     if "unknown" in message:
-        assert "valid models: mostpop, userpop, youtube, utpm, sve, sve_pkm, ctmvm" in err
+        assert "valid models: mostpop, userpop, cooccur, youtube_plain, youtube, utpm, sve, sve_pkm, ctmvm" in err
     assert not out.exists()  # nothing trained before the check
 
 
