@@ -12,10 +12,10 @@ import httpx
 import numpy as np
 import pytest
 
-from deploy.abtest_local import wait_ready
+from deploy.abtest_local import start_api
 from service.ab.experiments import load_experiments
 from service.ab.stats import arm_stats, lift
-from service.store.embedded import EmbeddedRedis, free_port
+from service.store.embedded import EmbeddedRedis
 from tests.conftest import PROJECT_ROOT
 from tests.service_helpers import (
     client_for,
@@ -161,22 +161,20 @@ def test_report_matches_the_statistics_of_the_logged_counts(settings, service_bu
 
 
 def test_two_api_processes_sharing_redis_make_one_report(
-    service_bundle, redis_server, experiments_file
+    service_bundle, redis_server, experiments_file, tmp_path
 ):
     settings = make_settings(service_bundle, redis_server.url, experiments=experiments_file)
     load_users_into(settings)
-    port = free_port()
     env = {**os.environ, "TAGPROFILE_REDIS_URL": redis_server.url,
            "TAGPROFILE_KEY_PREFIX": settings.key_prefix,
            "TAGPROFILE_EXPERIMENTS": str(experiments_file), "OMP_NUM_THREADS": "1"}  # fmt: skip
-    other = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--bundle", str(service_bundle),
-         "--port", str(port)],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+
+    def serve(port: int) -> list[str]:
+        return [sys.executable, "-m", "service", "serve", "--bundle", str(service_bundle),
+                "--port", str(port)]  # fmt: skip
+
+    other, base, _ = start_api(serve, tmp_path / "api.log", env=env)
     try:
-        wait_ready(base, other)
         with client_for(settings, load_users=False) as local, httpx.Client(base_url=base) as remote:
             clicks = 0
             for i, record in enumerate(users(service_bundle)[:20]):
