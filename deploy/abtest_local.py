@@ -2,8 +2,9 @@
 
 embedded redis-server -> ``deploy/bootstrap.sh`` (prepare, train, export, truth, load)
 -> the API (``python -m service serve`` on a free port, experiments from
-``deploy/experiments.yaml``) -> ``python -m service simulate`` -> the report, printed
-and written to ``ARTIFACTS/abtest/report.json``. Every process is stopped on exit.
+``deploy/experiments.yaml``) -> ``python -m service simulate`` -> the report, printed and
+written to ``ARTIFACTS/abtest/``: ``report.json``, a self-contained ``report.html`` (its
+path is the last line printed) and the figures as PNGs. Every process is stopped on exit.
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sessions", type=int, default=1, help="visits per simulated user (small real test sets)"
+    )
+    parser.add_argument(
+        "--segments",
+        default="home:0.7,search:0.3",
+        help="segment mix of the simulated sessions (home:0.7,search:0.3; '' for none)",
+    )
+    parser.add_argument(
+        "--plant",
+        action="append",
+        default=[],
+        metavar="SEGMENT:ARM:FACTOR",
+        help="an effect planted in one arm of one segment (see simulate --help)",
     )
     parser.add_argument("--force", action="store_true", help="redo bootstrap steps")
     return parser.parse_args()
@@ -137,10 +150,17 @@ def main() -> int:
                 "--seed", str(args.seed), "--sessions", str(args.sessions),
                 "--out", str(out / "report.json"),
             ]  # fmt: skip
-            return subprocess.run(simulate, cwd=ROOT, env=env).returncode
+            if args.segments:
+                simulate += ["--segments", args.segments]
+            for plant in args.plant:
+                simulate += ["--plant", plant]
+            code = subprocess.run(simulate, cwd=ROOT, env=env).returncode
         finally:
             api.terminate()
             api.wait(timeout=30)
+    if code == 0:
+        print(f"\nA/B report: {out / 'report.html'}")
+    return code
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,23 @@ import orjson
 import redis
 from pydantic import ValidationError
 
+from service.ab import parse_plant, parse_segments
 from service.jobs import LoadError, load_into_redis, precompute
 from service.model import Bundle, BundleError, load_bundle, load_model
 from service.settings import Settings
 from service.store import Keys, redis_url
+
+
+def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a parser raising ValueError: its message, not "invalid"."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--k", type=int, default=10, help="themes per ranking (10)")
     sim.add_argument("--seed", type=int, default=0, help="seed of user choice and clicks")
     sim.add_argument("--sessions", type=int, default=1, help="visits per user (1)")
-    sim.add_argument("--out", type=Path, help="also write the report as JSON here")
+    sim.add_argument(
+        "--segments",
+        type=_parsed(parse_segments),
+        help="segments sessions request under, NAME[:WEIGHT],... (the experiment must "
+        "declare them), e.g. home:0.7,search:0.3",
+    )
+    sim.add_argument(
+        "--plant",
+        type=_parsed(parse_plant),
+        action="append",
+        default=[],
+        metavar="SEGMENT:ARM:FACTOR",
+        help="multiply the click probability of ARM in SEGMENT by FACTOR (repeatable); "
+        "e.g. an A/A test with search:b:1.5 must show a lift in 'search' only",
+    )
+    sim.add_argument(
+        "--out",
+        type=Path,
+        help="also write the report here as JSON, with report.html (self-contained) and "
+        "PNG figures next to it",
+    )
     return parser
 
 
@@ -140,7 +173,7 @@ def run_precompute(settings: Settings, batch: int) -> int:
 def run_simulation(args: argparse.Namespace) -> int:
     import asyncio
 
-    from service.ab import format_report, pick_users, read_truth, simulate
+    from service.ab import format_report, pick_users, read_truth, simulate, write_report
 
     users = pick_users(read_truth(args.truth), args.users, args.seed)
     report = asyncio.run(
@@ -151,13 +184,15 @@ def run_simulation(args: argparse.Namespace) -> int:
             k=args.k,
             seed=args.seed,
             sessions=args.sessions,
+            segments=args.segments,
+            plants=tuple(args.plant),
         )
     )
     print(format_report(report))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        print(f"wrote {args.out}")
+        page = write_report(report, args.out)
+        print(f"wrote {args.out}, its figures and the page; open it in a browser:")
+        print(f"report: {page.resolve()}")
     return 0
 
 

@@ -228,6 +228,16 @@ def test_local_ab_stack_end_to_end(tmp_path):
     assert set(report["arms"]) == {"popular", "profile"}
     assert sum(a["users"] for a in report["arms"].values()) == 300
     assert "profile beats popular" in done.stdout, done.stdout[-2000:]
+    page = tmp_path / "abtest" / "report.html"
+    assert done.stdout.rstrip().splitlines()[-1] == f"A/B report: {page}"
+    assert set(report["segments"]) == {"home", "search"}  # deploy/experiments.yaml's
+    assert (
+        sum(s["arms"]["popular"]["users"] for s in report["segments"].values())
+        == (report["arms"]["popular"]["users"])
+    )
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") >= 2 and 'id="srm"' in text
+    assert (tmp_path / "abtest" / "report-ctr-by-position.png").stat().st_size > 1000
 
 
 def test_an_arm_may_serve_its_own_bundle(service_bundle, redis_server, tmp_path):
