@@ -1,14 +1,16 @@
-"""``python -m service``: serve the API, load a bundle's data into Redis, precompute
-profiles.
+"""``python -m service`` (or ``tagprofile``): serve the API, load a bundle's data into
+Redis, precompute profiles, replay simulated users against an A/B experiment.
 
-Settings come from ``TAGPROFILE_*`` environment variables (see ``service.settings``); the
-flags here override them. Without ``--redis-url``/``TAGPROFILE_REDIS_URL`` every command
-uses the embedded Redis on ``TAGPROFILE_REDIS_DATA_DIR`` (shared with a running ``serve``).
+Settings come from ``TAGPROFILE_*`` environment variables (see ``service.settings``;
+``--help`` of each command lists them); the flags here override them. Without
+``--redis-url``/``TAGPROFILE_REDIS_URL`` every command uses the embedded Redis on
+``TAGPROFILE_REDIS_DATA_DIR`` (shared with a running ``serve``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ import redis
 from pydantic import ValidationError
 
 from service.ab import parse_plant, parse_segments
+from service.envvars import describe_error, settings_help, unknown_variables
 from service.jobs import LoadError, load_into_redis, precompute
 from service.model import Bundle, BundleError, load_bundle, load_model
 from service.settings import Settings
@@ -38,9 +41,32 @@ def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
+FLAGS = {
+    "bundle": "--bundle",
+    "redis_url": "--redis-url",
+    "host": "--host",
+    "port": "--port",
+    "experiments": "--experiments",
+}
+"""Settings a flag overrides: settings field -> flag."""
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, help="model bundle directory")
     parser.add_argument("--redis-url", help="Redis to use (default: embedded redis-server)")
+
+
+def _settings_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command that reads the settings: its --help ends with every TAGPROFILE_ variable."""
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,15 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve user-tag profiles and theme rankings from a model bundle.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
-    _common(serve)
+    serve = _settings_command(sub, "serve", "run the HTTP API (uvicorn)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
-    load = sub.add_parser("load", help="load users.jsonl and themes.json into Redis")
-    _common(load)
+    serve.add_argument("--experiments", type=Path, help="A/B experiment file (YAML or JSON)")
+    load = _settings_command(sub, "load", "load users.jsonl and themes.json into Redis")
     load.add_argument("--batch", type=int, default=1000, help="users per pipelined batch")
-    pre = sub.add_parser("precompute", help="score every stored user, cache all profiles")
-    _common(pre)
+    pre = _settings_command(sub, "precompute", "score every stored user, cache all profiles")
     pre.add_argument("--batch", type=int, default=512, help="users per model call")
     sim = sub.add_parser("simulate", help="replay users against an A/B experiment, print report")
     sim.add_argument("--experiment", required=True, help="experiment name")
@@ -96,13 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags."""
+    return {name: getattr(args, name) for name in FLAGS if getattr(args, name, None) is not None}
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name)
-        for name in ("bundle", "redis_url", "host", "port")
-        if getattr(args, name, None) is not None
-    }
-    return Settings(**overrides)
+    return Settings(**overrides_of(args))
 
 
 def curl_examples(bundle: Bundle, host: str, port: int) -> str:
@@ -206,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SimulationError, FileNotFoundError, httpx.HTTPError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+    for warning in unknown_variables(os.environ):
+        print(warning, file=sys.stderr)
     try:
         settings = settings_from(args)
         commands: dict[str, Any] = {
@@ -215,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return commands[args.command]()
     except ValidationError as error:
-        print(f"error: invalid setting: {error}", file=sys.stderr)
+        flags = {field: FLAGS[field] for field in overrides_of(args)}
+        for line in describe_error(error, flags).splitlines():
+            print(f"error: {line}", file=sys.stderr)
     except (BundleError, LoadError, ValueError, FileNotFoundError, redis.RedisError) as error:
         print(f"error: {error}", file=sys.stderr)
     return 2
