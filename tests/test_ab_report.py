@@ -144,6 +144,9 @@ def test_over_time_panel_needs_two_time_points() -> None:
     )
     assert ctr_over_time(one_minute) is None
     assert set(render_all(one_minute)) == {"ctr-by-arm", "ctr-by-position"}
+    assert "No CTR-over-time figure: the whole run fell within one minute" in render_html(
+        one_minute
+    )
     longer = build_report(
         experiment(),
         {"popular": arm_counts(50, 0.1, seed=1, minutes=20),

@@ -33,7 +33,7 @@ vertical-align:middle}
 .srm.bad{background:#fde2e1;border:2px solid #c62828;color:#b71c1c;font-weight:bold}
 .srm.ok{background:#e8f5e9;border:1px solid #a5d6a7}
 figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-size:.9em;color:#555}
-.note{font-size:.9em;color:#555}
+.note{font-size:.9em;color:#555}.arm{white-space:nowrap}
 """
 
 
@@ -52,7 +52,7 @@ def _interval(pair: list[float | None], spec: str) -> str:
 
 def _arm_label(name: str, colours: dict[str, str]) -> str:
     swatch = f'<span class="swatch" style="background:{colours.get(name, "#999")}"></span>'
-    return f"{swatch}{_esc(name)}"
+    return f'<span class="arm">{swatch}{_esc(name)}</span>'
 
 
 def _srm_block(srm: dict[str, Any]) -> str:
@@ -150,13 +150,20 @@ def _segments_table(report: dict[str, Any], colours: dict[str, str]) -> str:
     )
 
 
-def _figures(pngs: dict[str, bytes]) -> str:
-    return "".join(
+def _figures(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    figures = "".join(
         f'<figure><img alt="{_esc(CAPTIONS.get(name, name))}" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{_esc(CAPTIONS.get(name, name))}</figcaption></figure>"
         for name, png in pngs.items()
     )
+    timed = any(arm["over_time"] for arm in report["arms"].values())
+    if timed and "ctr-over-time" not in pngs:
+        figures += (
+            '<p class="note">No CTR-over-time figure: the whole run fell within one minute '
+            "(the event log counts per minute).</p>"
+        )
+    return figures
 
 
 def render_html(
@@ -185,7 +192,7 @@ def render_html(
 {_srm_block(report["srm"])}
 <ul id="summary">{verdicts}</ul>
 <h2>Arms</h2>{_arms_table(report, colours)}
-{_figures(pngs)}
+{_figures(report, pngs)}
 <h2>CTR by position</h2>{_position_table(report, colours)}
 <h2>Segments</h2>{_segments_table(report, colours)}
 <p class="note">CTR = clicks / impressions. Intervals are computed over users (delta method),
