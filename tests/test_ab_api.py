@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -24,6 +25,7 @@ from tests.service_helpers import (
     make_settings,
     users,
 )
+from tests.test_ab_report import assert_renders_with_figures
 
 EXPERIMENTS = """
 experiments:
@@ -238,6 +240,8 @@ def test_local_ab_stack_end_to_end(tmp_path):
     text = page.read_text()
     assert text.count("data:image/png;base64,") >= 2 and 'id="srm"' in text
     assert (tmp_path / "abtest" / "report-ctr-by-position.png").stat().st_size > 1000
+    if shutil.which("chromium"):  # the page as a person opens it, figures drawn
+        assert_renders_with_figures(page, ["popular", "profile"], tmp_path / "shot.png")
 
 
 def test_an_arm_may_serve_its_own_bundle(service_bundle, redis_server, tmp_path):

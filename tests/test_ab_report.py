@@ -206,18 +206,21 @@ def test_page_links_the_live_json_by_absolute_url() -> None:
     assert '<a href="http://127.0.0.1:8000/experiments/themes/report">live JSON</a>' in page
 
 
+def assert_renders_with_figures(page: Path, arms: list[str], shot: Path) -> None:
+    """Headless Chromium draws ``page`` with its figures: each arm's colour covers
+    thousands of pixels (the tables' colour swatches alone are a few hundred)."""
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--window-size=1250,1800", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    for colour in arm_colours(arms).values():
+        assert _pixels_of(shot.read_bytes(), colour) > 3000, colour
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_the_saved_page_renders_its_figures_in_headless_chromium(tmp_path: Path) -> None:
     counts = {"popular": arm_counts(200, 0.1, seed=1, minutes=5),
               "profile": arm_counts(200, 0.15, seed=2, minutes=5)}  # fmt: skip
     page = write_report(build_report(experiment(), counts), tmp_path / "report.json")
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--window-size=1200,1800", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, timeout=60, check=True,
-    )  # fmt: skip
-    colours = arm_colours(["popular", "profile"])
-    # the colour swatches in the tables are a few hundred pixels; the figures, thousands
-    for colour in colours.values():
-        assert _pixels_of(shot.read_bytes(), colour) > 3000, colour
+    assert_renders_with_figures(page, ["popular", "profile"], tmp_path / "shot.png")
