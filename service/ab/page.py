@@ -65,6 +65,10 @@ def _srm_block(srm: dict[str, Any]) -> str:
             f"expected {expected} ({stats} &lt; {srm['threshold']}). Users were lost or added "
             "on one side: the lifts below are not to be trusted until that is explained.</div>"
         )
+    if srm["p_value"] is None:
+        return (
+            f'<div class="srm" id="srm">Sample ratio check: nothing to test yet ({observed}).</div>'
+        )
     return (
         f'<div class="srm ok" id="srm">Sample ratio check passed: users per arm {observed}; '
         f"expected {expected} ({stats}; flagged below p = {srm['threshold']}).</div>"
@@ -78,8 +82,9 @@ def _arms_table(report: dict[str, Any], colours: dict[str, str]) -> str:
         result = report["lift"].get(name)
         fixed = seq = "control" if name == report["control"] else "–"
         if result and result["relative"] is not None:
-            fixed = f"{result['relative']:+.2%} ({_interval(result['ci'], '+.2%')}), p = " + _fmt(
-                result["p_value"], ".2g"
+            fixed = (
+                f"{result['relative']:+.2%} ({_interval(result['ci'], '+.2%')}), "
+                f"p = {_fmt(result['p_value'], '.2g')}"
             )
             s = result.get("sequential") or {}
             if s.get("ci"):
