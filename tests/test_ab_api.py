@@ -223,7 +223,10 @@ def test_local_ab_stack_end_to_end(tmp_path):
     """``make abtest`` on a small world: bootstrap, API, simulator, report file."""
     command = [sys.executable, "deploy/abtest_local.py", "--artifacts", str(tmp_path),
                "--users", "300", "--world-users", "600", "--epochs", "1"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TAGPROFILE_INTRA_OP_THREADS": "1"}
+    # a loaded machine can stall a Redis call past the 0.5 s default; an unlogged exposure
+    # stops the simulator, and this test is not about Redis outages
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TAGPROFILE_INTRA_OP_THREADS": "1",
+           "TAGPROFILE_REDIS_TIMEOUT_S": "5"}  # fmt: skip
     done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "abtest" / "report.json").read_text())

@@ -36,7 +36,9 @@ experiments:
 def settings(service_bundle, redis_server, tmp_path):
     path = tmp_path / "experiments.yaml"
     path.write_text(EXPERIMENTS)
-    return make_settings(service_bundle, redis_server.url, experiments=path)
+    # a loaded test machine can stall a Redis call past the default 0.5 s timeout, and an
+    # exposure that is not logged fails the simulation: these tests are not about outages
+    return make_settings(service_bundle, redis_server.url, experiments=path, redis_timeout_s=5)
 
 
 def test_segments_are_logged_and_reported(settings, service_bundle):
@@ -78,7 +80,7 @@ def test_a_planted_segment_shows_in_an_aa_report_and_nowhere_else(settings, serv
     ]
     with client_for(settings), live_server(settings) as base:  # client_for loads the users
         report = asyncio.run(
-            simulate(base, "aa", truth, k=5, seed=1, sessions=2, progress=False,
+            simulate(base, "aa", truth, k=5, seed=1, sessions=2, progress=False, concurrency=4,
                      segments={"home": 1, "search": 1}, plants=(Plant("search", "b", 3.0),))
         )  # fmt: skip
     segments = report["segments"]
@@ -112,3 +114,18 @@ def test_segments_are_validated_in_the_experiment_file(tmp_path):
     path.write_text(EXPERIMENTS.replace("[home, search]", "['home page', search]", 1))
     with pytest.raises(ExperimentConfigError, match=r"experiments\[0\]\.segments\[0\]: String"):
         load_experiments(path)
+
+
+def test_the_simulator_stops_when_exposures_are_not_logged(service_bundle, tmp_path):
+    from service.ab import SimulationError
+    from service.store.embedded import EmbeddedRedis
+
+    path = tmp_path / "experiments.yaml"
+    path.write_text(EXPERIMENTS)
+    with EmbeddedRedis(tmp_path / "redis", persistence=False) as server:
+        settings = make_settings(service_bundle, server.url, experiments=path)
+        with client_for(settings), live_server(settings) as base:
+            server.stop()  # the API keeps ranking, but cannot log exposures
+            truth = [(users(service_bundle)[0]["user_id"], {1: 1.0})]
+            with pytest.raises(SimulationError, match="could not log the exposure"):
+                asyncio.run(simulate(base, "aa", truth, k=3, progress=False))

@@ -131,6 +131,11 @@ async def _simulate_user(
             raise SimulationError(f"POST /themes/rank for {user_id}: {response.status_code} "
                                   f"{response.text[:300]}")  # fmt: skip
         ranking = response.json()
+        if ranking.get("exposure_logged") is False:  # its clicks would be refused (404)
+            raise SimulationError(
+                f"POST /themes/rank for {user_id}: the API could not log the exposure "
+                "(its Redis was unreachable); the experiment's counts would be incomplete"
+            )
         factor = (plants or {}).get((segment or "", ranking["arm"]), 1.0)
         for position, theme in enumerate(ranking["themes"]):
             probability = model.click_probability(position, relevance(theme, truth))
