@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 EXTRAS ?= cpu,train,dev
 SHARED ?= ../shared/datasets
 ARTIFACTS ?= artifacts
+# pytest-xdist workers of `make test` (auto: one per core; 0: serial, e.g. for pdb)
+TEST_WORKERS ?= auto
 
 .PHONY: install test lint format demo serve abtest abtest-real prepare-real bench bench-models clean
 
@@ -15,10 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --editable '.[$(EXTRAS)]'
 	touch $@
 
-test: install ## lint, then the whole test suite
+test: install ## lint, then the whole test suite in parallel; lists the slowest tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --durations=15
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,8 +2,9 @@
 
 embedded redis-server -> ``deploy/bootstrap.sh`` (prepare, train, export, truth, load)
 -> the API (``python -m service serve`` on a free port, experiments from
-``deploy/experiments.yaml``) -> ``python -m service simulate`` -> the report, printed
-and written to ``ARTIFACTS/abtest/report.json``. Every process is stopped on exit.
+``deploy/experiments.yaml``) -> ``python -m service simulate`` -> the report, printed and
+written to ``ARTIFACTS/abtest/``: ``report.json``, a self-contained ``report.html`` (its
+path is the last line printed) and the figures as PNGs. Every process is stopped on exit.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -38,6 +40,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--sessions", type=int, default=1, help="visits per simulated user (small real test sets)"
     )
+    parser.add_argument(
+        "--segments",
+        default="home:0.7,search:0.3",
+        help="segment mix of the simulated sessions (home:0.7,search:0.3; '' for none)",
+    )
+    parser.add_argument(
+        "--plant",
+        action="append",
+        default=[],
+        metavar="SEGMENT:ARM:FACTOR",
+        help="an effect planted in one arm of one segment (see simulate --help)",
+    )
     parser.add_argument("--force", action="store_true", help="redo bootstrap steps")
     return parser.parse_args()
 
@@ -56,6 +70,42 @@ def wait_ready(url: str, api: subprocess.Popen, timeout: float = 120) -> dict:
             pass
         time.sleep(0.3)
     raise RuntimeError(f"the API at {url} did not become ready in {timeout:.0f} s")
+
+
+def start_api(
+    command: Callable[[int], list[str]],
+    log: Path,
+    *,
+    env: dict[str, str],
+    cwd: Path = ROOT,
+    attempts: int = 3,
+    timeout: float = 120,
+) -> tuple[subprocess.Popen, str, dict]:
+    """Run ``command(port)`` on a free port until its ``/readyz`` answers: ``(process,
+    base URL, readiness)``; its output goes to ``log``.
+
+    A port is free when :func:`free_port` picks it but may be taken before uvicorn binds it
+    (by a parallel test worker, or any other program): the API then exits with "address
+    already in use", and it is started again on another port.
+    """
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with log.open("ab") as out:
+            process = subprocess.Popen(command(port), cwd=cwd, env=env, stdout=out, stderr=out)
+        try:
+            return process, base, wait_ready(base, process, timeout)
+        except RuntimeError:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            output = log.read_text(errors="replace")
+            if attempt < attempts and "address already in use" in output.lower():
+                continue
+            raise RuntimeError(
+                f"the API did not start (output in {log}):\n{output[-2000:]}"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def main() -> int:
@@ -84,23 +134,33 @@ def main() -> int:
         users = min(args.users, available)
         if users < args.users:
             print(f"note: simulating {users} users, all whose interests are known")
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        serve = [sys.executable, "-m", "service", "serve", "--bundle", str(bundle),
-                 "--port", str(port)]  # fmt: skip
-        api = subprocess.Popen(serve, cwd=ROOT, env=env)
+
+        def serve(port: int) -> list[str]:
+            return [sys.executable, "-m", "service", "serve", "--bundle", str(bundle),
+                    "--port", str(port)]  # fmt: skip
+
+        api_log = out / "api.log"
+        api_log.unlink(missing_ok=True)
+        api, base, _ = start_api(serve, api_log, env=env)
+        print(f"API on {base} (its log: {api_log})", flush=True)
         try:
-            wait_ready(base, api)
             simulate = [
                 sys.executable, "-m", "service", "simulate", "--experiment", args.experiment,
                 "--users", str(users), "--base-url", base, "--truth", str(truth),
                 "--seed", str(args.seed), "--sessions", str(args.sessions),
                 "--out", str(out / "report.json"),
             ]  # fmt: skip
-            return subprocess.run(simulate, cwd=ROOT, env=env).returncode
+            if args.segments:
+                simulate += ["--segments", args.segments]
+            for plant in args.plant:
+                simulate += ["--plant", plant]
+            code = subprocess.run(simulate, cwd=ROOT, env=env).returncode
         finally:
             api.terminate()
             api.wait(timeout=30)
+    if code == 0:
+        print(f"\nA/B report: {out / 'report.html'}")
+    return code
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 
 from service.api import ROUTERS, document_k_bound, validation_error
 from service.metrics import RequestTimer
@@ -47,7 +48,9 @@ def openapi(app: FastAPI) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: the ``TAGPROFILE_*`` environment)."""
     state = ServiceState(settings or Settings())
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the fastapi-offline package, not a
+    # CDN (FastAPI's self-hosting recipe): they work on a machine without network
+    app = FastAPIOffline(
         title="tagprofile",
         summary="User–tag preference profiles and theme ranking (CTMVM, onnxruntime, Redis)",
         lifespan=lifespan,

@@ -1,16 +1,18 @@
-"""``python -m service``: serve the API, load a bundle's data into Redis, precompute
-profiles.
+"""``python -m service`` (or ``tagprofile``): serve the API, load a bundle's data into
+Redis, precompute profiles, replay simulated users against an A/B experiment.
 
-Settings come from ``TAGPROFILE_*`` environment variables (see ``service.settings``); the
-flags here override them. Without ``--redis-url``/``TAGPROFILE_REDIS_URL`` every command
-uses the embedded Redis on ``TAGPROFILE_REDIS_DATA_DIR`` (shared with a running ``serve``).
+Settings come from ``TAGPROFILE_*`` environment variables (see ``service.settings``;
+``--help`` of each command lists them); the flags here override them. Without
+``--redis-url``/``TAGPROFILE_REDIS_URL`` every command uses the embedded Redis on
+``TAGPROFILE_REDIS_DATA_DIR`` (shared with a running ``serve``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +21,52 @@ import orjson
 import redis
 from pydantic import ValidationError
 
+from service.ab import parse_plant, parse_segments
+from service.envvars import describe_error, settings_help, unknown_variables
 from service.jobs import LoadError, load_into_redis, precompute
 from service.model import Bundle, BundleError, load_bundle, load_model
 from service.settings import Settings
 from service.store import Keys, redis_url
 
 
+def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a parser raising ValueError: its message, not "invalid"."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+FLAGS = {
+    "bundle": "--bundle",
+    "redis_url": "--redis-url",
+    "host": "--host",
+    "port": "--port",
+    "experiments": "--experiments",
+}
+"""Settings a flag overrides: settings field -> flag."""
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, help="model bundle directory")
     parser.add_argument("--redis-url", help="Redis to use (default: embedded redis-server)")
+
+
+def _settings_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command that reads the settings: its --help ends with every TAGPROFILE_ variable."""
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,15 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve user-tag profiles and theme rankings from a model bundle.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
-    _common(serve)
+    serve = _settings_command(sub, "serve", "run the HTTP API (uvicorn)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
-    load = sub.add_parser("load", help="load users.jsonl and themes.json into Redis")
-    _common(load)
+    serve.add_argument("--experiments", type=Path, help="A/B experiment file (YAML or JSON)")
+    load = _settings_command(sub, "load", "load users.jsonl and themes.json into Redis")
     load.add_argument("--batch", type=int, default=1000, help="users per pipelined batch")
-    pre = sub.add_parser("precompute", help="score every stored user, cache all profiles")
-    _common(pre)
+    pre = _settings_command(sub, "precompute", "score every stored user, cache all profiles")
     pre.add_argument("--batch", type=int, default=512, help="users per model call")
     sim = sub.add_parser("simulate", help="replay users against an A/B experiment, print report")
     sim.add_argument("--experiment", required=True, help="experiment name")
@@ -59,17 +96,37 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--k", type=int, default=10, help="themes per ranking (10)")
     sim.add_argument("--seed", type=int, default=0, help="seed of user choice and clicks")
     sim.add_argument("--sessions", type=int, default=1, help="visits per user (1)")
-    sim.add_argument("--out", type=Path, help="also write the report as JSON here")
+    sim.add_argument(
+        "--segments",
+        type=_parsed(parse_segments),
+        help="segments sessions request under, NAME[:WEIGHT],... (the experiment must "
+        "declare them), e.g. home:0.7,search:0.3",
+    )
+    sim.add_argument(
+        "--plant",
+        type=_parsed(parse_plant),
+        action="append",
+        default=[],
+        metavar="SEGMENT:ARM:FACTOR",
+        help="multiply the click probability of ARM in SEGMENT by FACTOR (repeatable); "
+        "e.g. an A/A test with search:b:1.5 must show a lift in 'search' only",
+    )
+    sim.add_argument(
+        "--out",
+        type=Path,
+        help="also write the report here as JSON, with report.html (self-contained) and "
+        "PNG figures next to it",
+    )
     return parser
 
 
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags."""
+    return {name: getattr(args, name) for name in FLAGS if getattr(args, name, None) is not None}
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name)
-        for name in ("bundle", "redis_url", "host", "port")
-        if getattr(args, name, None) is not None
-    }
-    return Settings(**overrides)
+    return Settings(**overrides_of(args))
 
 
 def curl_examples(bundle: Bundle, host: str, port: int) -> str:
@@ -140,7 +197,7 @@ def run_precompute(settings: Settings, batch: int) -> int:
 def run_simulation(args: argparse.Namespace) -> int:
     import asyncio
 
-    from service.ab import format_report, pick_users, read_truth, simulate
+    from service.ab import format_report, pick_users, read_truth, simulate, write_report
 
     users = pick_users(read_truth(args.truth), args.users, args.seed)
     report = asyncio.run(
@@ -151,13 +208,15 @@ def run_simulation(args: argparse.Namespace) -> int:
             k=args.k,
             seed=args.seed,
             sessions=args.sessions,
+            segments=args.segments,
+            plants=tuple(args.plant),
         )
     )
     print(format_report(report))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        print(f"wrote {args.out}")
+        page = write_report(report, args.out)
+        print(f"wrote {args.out}, its figures and the page; open it in a browser:")
+        print(f"report: {page.resolve()}")
     return 0
 
 
@@ -171,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (SimulationError, FileNotFoundError, httpx.HTTPError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+    for warning in unknown_variables(os.environ):
+        print(warning, file=sys.stderr)
     try:
         settings = settings_from(args)
         commands: dict[str, Any] = {
@@ -180,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return commands[args.command]()
     except ValidationError as error:
-        print(f"error: invalid setting: {error}", file=sys.stderr)
+        flags = {field: FLAGS[field] for field in overrides_of(args)}
+        for line in describe_error(error, flags).splitlines():
+            print(f"error: {line}", file=sys.stderr)
     except (BundleError, LoadError, ValueError, FileNotFoundError, redis.RedisError) as error:
         print(f"error: {error}", file=sys.stderr)
     return 2

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -37,12 +40,27 @@ def ml_10m_tags() -> Path:
 @pytest.fixture(scope="session")
 def service_bundle(tmp_path_factory) -> Path:
     """A real bundle (small synthetic world, CTMVM trained one epoch, exported to ONNX)
-    shared by the service tests; they must not modify it (copy it first)."""
+    shared by the service tests; they must not modify it (copy it first).
+
+    Under pytest-xdist every worker asks for it: the first builds it in the run's shared
+    temporary directory, under a file lock, and the others wait and reuse it (the
+    pytest-xdist recipe), so the model is trained once per run, not once per worker.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return _build_service_bundle(tmp_path_factory.mktemp("service-bundle"))
+    shared = tmp_path_factory.getbasetemp().parent / "service-bundle"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "bundle" / "manifest.json").is_file():
+            shutil.rmtree(shared, ignore_errors=True)  # what a failed build left
+            _build_service_bundle(shared)
+    return shared / "bundle"
+
+
+def _build_service_bundle(root: Path) -> Path:
     import torch
 
     from training.cli import main
 
-    root = tmp_path_factory.mktemp("service-bundle")
     data, run, bundle = root / "data", root / "run", root / "bundle"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

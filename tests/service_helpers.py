@@ -82,3 +82,34 @@ def copy_with_version(bundle: Path, target: Path, version: str) -> Path:
     manifest["model_version"] = version
     (target / MANIFEST_NAME).write_text(json.dumps(manifest))
     return target
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[str]:
+    """The app served over real HTTP by uvicorn in a thread; yields its base URL.
+
+    Port 0: the kernel picks a free port at bind time, so parallel test workers never
+    collide. The lifespan runs as in ``serve``.
+    """
+    import threading
+    import time
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

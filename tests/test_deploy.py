@@ -187,14 +187,19 @@ def test_compose_healthchecks(services: dict[str, Any]) -> None:
     assert "/readyz" in healthcheck_test(services["api"])
 
 
-def test_compose_builds_one_image_for_the_app(services: dict[str, Any]) -> None:
-    built = [name for name in APP_SERVICES if "build" in services[name]]
-    assert built == ["bootstrap"], f"exactly one service should build the image, got {built}"
-    build = services["bootstrap"]["build"]
-    context = build if isinstance(build, str) else build.get("context", ".")
-    assert (DEPLOY / context / "Dockerfile").resolve() == DOCKERFILE
-    images = {services[name].get("image") for name in APP_SERVICES}
-    assert len(images) == 1 and None not in images, f"app services run {images}"
+def test_compose_builds_a_training_and_a_serving_image(services: dict[str, Any]) -> None:
+    """bootstrap trains (target train, CPU torch); api serves (target serve, no torch) and
+    builds the image the simulator runs too."""
+    built = {name: services[name]["build"] for name in APP_SERVICES if "build" in services[name]}
+    assert set(built) == {"bootstrap", "api"}, f"services that build: {sorted(built)}"
+    for name, build in built.items():
+        assert (DEPLOY / build.get("context", ".") / "Dockerfile").resolve() == DOCKERFILE, name
+    assert built["bootstrap"]["target"] == "train"
+    assert built["api"]["target"] == "serve" and built["api"]["args"]["VARIANT"] == "cpu"
+    assert services["simulator"]["image"] == services["api"]["image"]
+    assert services["bootstrap"]["image"] != services["api"]["image"]
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert {"train", "serve"} <= set(stages) and stages[-1] == "serve"  # serve: the default
 
 
 def test_compose_shares_artifacts_volume(compose: dict[str, Any], services: dict) -> None:

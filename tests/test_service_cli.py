@@ -14,13 +14,12 @@ import httpx
 import pytest
 import redis
 
-from deploy.abtest_local import wait_ready
+from deploy.abtest_local import start_api
 from service.cli import main
 from service.jobs.load import LoadError, read_users
 from service.model.bundle import load_bundle
 from service.model.features import FeatureSpec
 from service.store.connection import URL_FILE
-from service.store.embedded import free_port
 from service.store.keys import Keys
 from tests.conftest import PROJECT_ROOT
 from tests.service_helpers import client_for, make_settings, users
@@ -101,7 +100,7 @@ def test_cli_refuses_a_tampered_bundle_with_exit_2(service_bundle, redis_server,
 
 
 def test_serve_runs_uvicorn_with_an_embedded_redis_shared_with_load(service_bundle, tmp_path):
-    data_dir, port = tmp_path / "redis", free_port()
+    data_dir, log = tmp_path / "redis", tmp_path / "api.log"
     env = {
         **os.environ,
         "TAGPROFILE_REDIS_DATA_DIR": str(data_dir),
@@ -109,15 +108,14 @@ def test_serve_runs_uvicorn_with_an_embedded_redis_shared_with_load(service_bund
         "OMP_NUM_THREADS": "1",
     }
     env.pop("TAGPROFILE_REDIS_URL", None)
-    command = [sys.executable, "-m", "service", "serve", "--bundle", str(service_bundle),
-               "--port", str(port)]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
+
+    def serve(port: int) -> list[str]:
+        return [sys.executable, "-m", "service", "serve", "--bundle", str(service_bundle),
+                "--port", str(port)]  # fmt: skip
+
+    process, base, ready = start_api(serve, log, env=env)
     user = users(service_bundle)[0]["user_id"]
     try:
-        ready = wait_ready(base, process)
         assert ready["status"] == "ready" and ready["redis"] == "up"
         assert httpx.get(f"{base}/users/{user}/tags").json()["source"] == "popular"
         # a second command on the same data directory uses the running embedded server
@@ -130,7 +128,8 @@ def test_serve_runs_uvicorn_with_an_embedded_redis_shared_with_load(service_bund
         redis_url = (data_dir / URL_FILE).read_text().strip()
     finally:
         process.send_signal(signal.SIGINT)
-        output = process.communicate(timeout=30)[0].decode()
+        process.wait(timeout=30)
+    output = log.read_text()
     assert process.returncode == 0, output
     assert f"curl '{base}/users/" in output  # printed, working examples
     assert not (data_dir / URL_FILE).exists()

@@ -1,5 +1,7 @@
 """A/B testing: experiment configuration, deterministic assignment, the event log in Redis,
-the statistics and report, and the simulator that replays users against a running API.
+the statistics (user-level CIs, always-valid intervals, sample-ratio check), the report
+(JSON, a self-contained HTML page, PNG figures) and the simulator that replays users
+against a running API.
 
 Other packages import from here, never from the modules below.
 """
@@ -14,15 +16,22 @@ from service.ab.eventlog import (
     Exposure,
 )
 from service.ab.experiments import Arm, Experiment, ExperimentConfigError, load_experiments
-from service.ab.report import build_report, render_html
+from service.ab.files import write_report
+from service.ab.page import render_html
+from service.ab.report import build_report
+from service.ab.sequential import SequentialLift, sequential_lift
 from service.ab.simulate import (
     ClickModel,
+    Plant,
     SimulationError,
     format_report,
+    parse_plant,
+    parse_segments,
     pick_users,
     read_truth,
     simulate,
 )
+from service.ab.srm import SampleRatio, sample_ratio_check
 from service.ab.stats import ArmStats, Lift, arm_stats, ctr_by_position, lift
 
 __all__ = [
@@ -39,6 +48,9 @@ __all__ = [
     "ExperimentConfigError",
     "Exposure",
     "Lift",
+    "Plant",
+    "SampleRatio",
+    "SequentialLift",
     "SimulationError",
     "arm_ranges",
     "arm_stats",
@@ -49,8 +61,13 @@ __all__ = [
     "format_report",
     "lift",
     "load_experiments",
+    "parse_plant",
+    "parse_segments",
     "pick_users",
     "read_truth",
     "render_html",
+    "sample_ratio_check",
+    "sequential_lift",
     "simulate",
+    "write_report",
 ]

@@ -10,6 +10,9 @@ experiment. Keys, under ``{prefix}ab:``:
 - ``{experiment}:imps:{arm}`` / ``{experiment}:clicks:{arm}`` hashes: user -> count;
 - ``{experiment}:pos:{arm}`` hash: ``imp:{p}``, ``click:{p}``, ``view:{p}`` per position;
 - ``{experiment}:ts:{arm}`` hash: ``{minute}:imp`` / ``{minute}:click`` for the time plot;
+- ``{experiment}:seg-imps:{arm}`` / ``{experiment}:seg-clicks:{arm}`` hashes:
+  ``{segment}|{user}`` -> count, for rankings requested with a segment (the report's
+  per-segment breakdown; ``|`` is in neither a segment name nor a user id);
 - ``event:{event_id}``: seen event ids (idempotency).
 
 An exposure is written in one MULTI transaction; an event by one Lua script that checks
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import redis.asyncio as aioredis
@@ -35,6 +38,7 @@ if redis.call('HSETNX', KEYS[2], field .. ARGV[3], '1') == 0 then return 2 end
 if ARGV[2] == 'click' then
   redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
   redis.call('HINCRBY', KEYS[5], ARGV[6] .. ':click', 1)
+  if ARGV[10] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[10], 1) end
 end
 redis.call('HINCRBY', KEYS[4], field .. ARGV[4], 1)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', 'event_id', ARGV[1],
@@ -52,6 +56,13 @@ class Exposure:
     arm: str
     user_id: str
     theme_ids: tuple[str, ...]
+    segment: str | None = None
+    """The request's scenario or user segment (declared by the experiment), if any."""
+
+    @property
+    def segment_field(self) -> str:
+        """The field of this user in the segment hashes; empty without a segment."""
+        return "" if self.segment is None else f"{self.segment}|{self.user_id}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ class ArmCounts:
     clicks: dict[str, int]  # user -> clicks
     positions: dict[str, int]  # "imp:3" -> count
     timeline: dict[str, int]  # "29123456:click" -> count
+    segment_impressions: dict[str, int] = field(default_factory=dict)  # "home|u1" -> count
+    segment_clicks: dict[str, int] = field(default_factory=dict)
 
 
 class ABStore:
@@ -88,10 +101,11 @@ class ABStore:
         n = len(exposure.theme_ids)
         async with self.client.pipeline(transaction=True) as pipe:
             request_key = self._request_key(request_id)
-            pipe.hset(
-                request_key,
-                mapping={"experiment": exp, "arm": arm, "user": user, "themes": themes},
-            )
+            request = {"experiment": exp, "arm": arm, "user": user, "themes": themes}
+            if exposure.segment is not None:
+                request["segment"] = exposure.segment
+                pipe.hincrby(self._key(exp, f"seg-imps:{arm}"), exposure.segment_field, n)
+            pipe.hset(request_key, mapping=request)
             pipe.expire(request_key, REQUEST_TTL_S)
             pipe.xadd(
                 self._key(exp, "exposures"),
@@ -114,6 +128,7 @@ class ABStore:
             arm=fields[b"arm"].decode(),
             user_id=fields[b"user"].decode(),
             theme_ids=tuple(orjson.loads(fields[b"themes"])),
+            segment=fields[b"segment"].decode() if b"segment" in fields else None,
         )
 
     async def record_event(
@@ -136,6 +151,7 @@ class ABStore:
             self._key(exp, f"pos:{arm}"),
             self._key(exp, f"ts:{arm}"),
             self._key(exp, "events"),
+            self._key(exp, f"seg-clicks:{arm}"),
         ]
         args = [
             event_id,
@@ -147,21 +163,24 @@ class ABStore:
             REQUEST_TTL_S,
             request_id,
             STREAM_MAXLEN,
+            exposure.segment_field,
         ]
         return int(await self._record_event(keys=keys, args=args))
 
     async def counts(self, experiment: str, arms: Sequence[str]) -> dict[str, ArmCounts]:
         """Every arm's counters, read in one pipelined round trip."""
+        names = ("imps", "clicks", "pos", "ts", "seg-imps", "seg-clicks")
         async with self.client.pipeline(transaction=False) as pipe:
             for arm in arms:
-                for name in ("imps", "clicks", "pos", "ts"):
+                for name in names:
                     pipe.hgetall(self._key(experiment, f"{name}:{arm}"))
             replies = await pipe.execute()
 
         def ints(fields: dict[bytes, bytes]) -> dict[str, int]:
             return {key.decode(): int(value) for key, value in fields.items()}
 
+        width = len(names)
         return {
-            arm: ArmCounts(*(ints(replies[4 * i + j]) for j in range(4)))
+            arm: ArmCounts(*(ints(replies[width * i + j]) for j in range(width)))
             for i, arm in enumerate(arms)
         }

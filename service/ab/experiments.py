@@ -10,6 +10,7 @@ The file (``TAGPROFILE_EXPERIMENTS``) is YAML (``.yaml``/``.yml``) or JSON (``.j
           - {name: popular, weight: 50, ranker: popular}
           - {name: profile, weight: 50, ranker: profile, bundle: null}
         popular_by: ctr              # theme stats key the popular ranker sorts by
+        segments: [home, search]     # optional: request scenarios the report breaks down
 
 It is validated strictly (unknown keys are errors), because a typo in an experiment silently
 sends traffic to the wrong ranker and spoils the experiment's data. Every problem is raised
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -93,6 +94,9 @@ class Experiment(BaseModel):
     control: str
     arms: tuple[Arm, ...]
     popular_by: str = Field("ctr", min_length=1)
+    segments: tuple[Annotated[str, Field(pattern=_NAME_PATTERN)], ...] = ()
+    """Scenarios or user segments a ranking request may name (``segment``); the report
+    breaks every arm down by them. Declared, so that clients cannot grow the log's keys."""
 
     _ranges: list[tuple[str, int, int]] = PrivateAttr(default_factory=list)
 
@@ -111,6 +115,14 @@ class Experiment(BaseModel):
         if all(arm.weight == 0 for arm in arms):
             raise _located((), "all arm weights are 0")
         return arms
+
+    @field_validator("segments")
+    @classmethod
+    def _unique_segments(cls, segments: tuple[str, ...]) -> tuple[str, ...]:
+        for i, segment in enumerate(segments):
+            if segment in segments[:i]:
+                raise _located((i,), f"duplicate segment {segment!r}")
+        return segments
 
     @model_validator(mode="after")
     def _check_control(self) -> Experiment:

@@ -7,6 +7,12 @@ probability ``(p + 1) ** -position_decay`` and clicks an examined theme with pro
 truth(user, t)`` is in [0, 1] (truth weights are scaled so the user's strongest interest
 is 1). Each user's draws come from its own seeded generator, so a run is reproducible
 whatever the request concurrency.
+
+Segments: with a segment mix (``home:0.7,search:0.3``) each session draws the segment it
+requests under, and a *planted* effect (``search:profile:1.5``) multiplies the click
+probability of one arm in one segment (capped at 1). An A/A experiment with a planted
+segment is the check that the report's per-segment breakdown finds an effect where, and
+only where, there is one.
 """
 
 from __future__ import annotations
@@ -35,6 +41,44 @@ class ClickModel:
 
 class SimulationError(RuntimeError):
     """The run could not proceed (bad truth file, API refusing requests)."""
+
+
+@dataclass(frozen=True)
+class Plant:
+    """Clicks of ``arm`` in ``segment`` are ``factor`` times as likely."""
+
+    segment: str
+    arm: str
+    factor: float
+
+
+def parse_segments(text: str) -> dict[str, float]:
+    """``home:0.7,search:0.3`` -> relative weights (a bare name weighs 1)."""
+    mix: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition(":")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"segment weight of {name!r} is not a number: {weight!r}") from None
+        if not name or value <= 0:
+            raise ValueError(f"expected NAME[:WEIGHT>0], got {part!r}")
+        mix[name] = value
+    if not mix:
+        raise ValueError("no segment given")
+    return mix
+
+
+def parse_plant(text: str) -> Plant:
+    """``search:profile:1.5`` -> :class:`Plant`."""
+    parts = text.split(":")
+    try:
+        segment, arm, factor = parts[0], parts[1], float(parts[2])
+    except (IndexError, ValueError):
+        segment, arm, factor = "", "", -1.0
+    if len(parts) != 3 or not segment or not arm or factor < 0:
+        raise ValueError(f"expected SEGMENT:ARM:FACTOR (factor >= 0), got {text!r}")
+    return Plant(segment, arm, factor)
 
 
 def read_truth(path: Path) -> list[tuple[str, dict[int, float]]]:
@@ -66,20 +110,36 @@ async def _simulate_user(
     model: ClickModel,
     seed: int,
     sessions: int,
+    segments: dict[str, float] | None = None,
+    plants: dict[tuple[str, str], float] | None = None,
 ) -> None:
     """``sessions`` visits of one user: a ranking each, clicks drawn per shown theme."""
     user_id, truth = user
     rng = np.random.default_rng([seed, index])
+    # segments come from a generator of their own: clicks stay those of a run without them
+    segment_rng = np.random.default_rng([seed, index, 1])
+    names = list(segments or {})
+    shares = np.array([(segments or {})[n] for n in names], dtype=np.float64)
     for _ in range(sessions):
-        response = await http.post(
-            "/themes/rank", json={"user_id": user_id, "k": k, "experiment": experiment}
-        )
+        body: dict[str, Any] = {"user_id": user_id, "k": k, "experiment": experiment}
+        segment = None
+        if names:
+            segment = names[int(segment_rng.choice(len(names), p=shares / shares.sum()))]
+            body["segment"] = segment
+        response = await http.post("/themes/rank", json=body)
         if response.status_code != 200:
             raise SimulationError(f"POST /themes/rank for {user_id}: {response.status_code} "
                                   f"{response.text[:300]}")  # fmt: skip
         ranking = response.json()
+        if ranking.get("exposure_logged") is False:  # its clicks would be refused (404)
+            raise SimulationError(
+                f"POST /themes/rank for {user_id}: the API could not log the exposure "
+                "(its Redis was unreachable); the experiment's counts would be incomplete"
+            )
+        factor = (plants or {}).get((segment or "", ranking["arm"]), 1.0)
         for position, theme in enumerate(ranking["themes"]):
-            if rng.random() >= model.click_probability(position, relevance(theme, truth)):
+            probability = model.click_probability(position, relevance(theme, truth))
+            if rng.random() >= min(1.0, probability * factor):
                 continue
             event = {
                 "event_id": f"{ranking['request_id']}-{position}",
@@ -103,11 +163,18 @@ async def simulate(
     sessions: int = 1,
     concurrency: int = 16,
     progress: bool = True,
+    segments: dict[str, float] | None = None,
+    plants: tuple[Plant, ...] = (),
 ) -> dict[str, Any]:
     """Replay ``users`` (``sessions`` visits each); returns the API's report afterwards.
     Several sessions per user suit small real test sets: the report's user-level CIs
-    account for the correlation between one user's sessions."""
+    account for the correlation between one user's sessions. ``segments``: the mix of
+    segments sessions request under; ``plants``: effects planted in one arm of a segment."""
     model = model or ClickModel()
+    planted = {(p.segment, p.arm): p.factor for p in plants}
+    unknown = sorted({p.segment for p in plants} - set(segments or {}))
+    if unknown:
+        raise SimulationError(f"planted segments {unknown} are not in the segment mix")
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as http:
         semaphore = asyncio.Semaphore(concurrency)
@@ -116,7 +183,8 @@ async def simulate(
 
         async def one(index: int, user: tuple[str, dict[int, float]]) -> None:
             async with semaphore:
-                await _simulate_user(http, index, user, experiment, k, model, seed, sessions)
+                await _simulate_user(http, index, user, experiment, k, model, seed, sessions,
+                                     segments, planted)  # fmt: skip
                 bar.update()
 
         try:

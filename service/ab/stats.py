@@ -48,12 +48,15 @@ class ArmStats:
 @dataclass(frozen=True)
 class Lift:
     """Treatment vs control: relative lift ``ctr_t / ctr_c - 1`` with its CI, the two-sided
-    p-value of ``ctr_t == ctr_c``, and the absolute difference ``ctr_t - ctr_c``."""
+    p-value of ``ctr_t == ctr_c``, and the absolute difference ``ctr_t - ctr_c``; the
+    standard errors of both (sequential intervals widen the same estimates)."""
 
     relative: float
     ci: tuple[float, float]
     p_value: float
     absolute: float
+    se_relative: float = _NAN
+    se_absolute: float = _NAN
 
 
 def arm_stats(impressions: np.ndarray, clicks: np.ndarray, level: float = 0.95) -> ArmStats:
@@ -124,13 +127,13 @@ def lift(treatment: ArmStats, control: ArmStats, level: float = 0.95) -> Lift:
     absolute = ctr_t - ctr_c  # nan if either is nan
     ses_finite = math.isfinite(se_t) and math.isfinite(se_c)
 
-    p_value = _NAN
+    p_value, se_diff = _NAN, _NAN
     if math.isfinite(absolute) and ses_finite:
         se_diff = math.hypot(se_t, se_c)
         if se_diff > 0:
             p_value = float(2 * stats.norm.sf(abs(absolute) / se_diff))
 
-    relative, ci = _NAN, (_NAN, _NAN)
+    relative, ci, se_rel = _NAN, (_NAN, _NAN), _NAN
     if math.isfinite(ctr_t) and math.isfinite(ctr_c) and ctr_c > 0:
         ratio = ctr_t / ctr_c
         relative = ratio - 1
@@ -139,7 +142,7 @@ def lift(treatment: ArmStats, control: ArmStats, level: float = 0.95) -> Lift:
             # which stays defined when ctr_t == 0.
             se_rel = math.sqrt(se_t**2 + ratio**2 * se_c**2) / ctr_c
             ci = (relative - z * se_rel, relative + z * se_rel)
-    return Lift(relative, ci, p_value, absolute)
+    return Lift(relative, ci, p_value, absolute, se_rel, se_diff)
 
 
 def ctr_by_position(

@@ -40,6 +40,11 @@ class RankRequest(BaseModel):
         None, min_length=1, description="theme ids to re-rank; omitted: the whole catalogue"
     )
     experiment: str | None = Field(None, description="A/B experiment to assign the user in")
+    segment: str | None = Field(
+        None,
+        description="the request's scenario or user segment (e.g. 'home'), one the "
+        "experiment declares; the A/B report breaks results down by it",
+    )
 
 
 class ThemeTagOut(BaseModel):

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from cachetools import LRUCache
 from redis.exceptions import RedisError
 
 from service.store.keys import Keys
@@ -30,28 +30,26 @@ class StoreUnavailable(Exception):
 
 
 class FeatureCache:
-    """Bounded LRU of users' feature records (the fallback during Redis outages)."""
+    """Bounded LRU of users' feature records (the fallback during Redis outages); a
+    ``cachetools.LRUCache``, with size 0 meaning no cache at all."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._items: LRUCache[str, dict[str, Any]] | None = LRUCache(size) if size > 0 else None
 
     def get(self, user_id: str) -> dict[str, Any] | None:
-        record = self._items.get(user_id)
-        if record is not None:
-            self._items.move_to_end(user_id)
-        return record
+        return None if self._items is None else self._items.get(user_id)
 
     def put(self, user_id: str, record: dict[str, Any]) -> None:
-        if self.size <= 0:
-            return
-        self._items[user_id] = record
-        self._items.move_to_end(user_id)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        if self._items is not None:
+            self._items[user_id] = record
 
     def drop(self, user_id: str) -> None:
-        self._items.pop(user_id, None)
+        if self._items is not None:
+            self._items.pop(user_id, None)
+
+    def __len__(self) -> int:
+        return 0 if self._items is None else len(self._items)
 
 
 def decode_features(fields: dict[bytes, bytes]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """``GET /experiments``, ``GET /experiments/{name}/report`` (JSON) and
-``GET /experiments/{name}`` (the same report as an HTML page with a plot)."""
+``GET /experiments/{name}`` (the same report as a self-contained HTML page)."""
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
@@ -37,6 +37,7 @@ async def experiments(ab: ABDep) -> dict[str, Any]:
         name: {
             "control": e.control,
             "arms": {a.name: {"weight": a.weight, "ranker": a.ranker} for a in e.arms},
+            "segments": list(e.segments),
         }
         for name, e in ab.experiments.items()
     }
@@ -48,6 +49,7 @@ async def report_json(name: str, ab: ABDep) -> dict[str, Any]:
 
 
 @router.get("/experiments/{name}", response_class=HTMLResponse, summary="A/B report (HTML)")
-async def report_page(name: str, ab: ABDep) -> HTMLResponse:
+async def report_page(name: str, ab: ABDep, request: Request) -> HTMLResponse:
     report = await experiment_report(ab, name)
-    return HTMLResponse(await run_in_threadpool(render_html, report))
+    live = str(request.url_for("report_json", name=name))  # absolute: works in a saved copy
+    return HTMLResponse(await run_in_threadpool(render_html, report, None, live))

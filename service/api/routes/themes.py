@@ -78,6 +78,21 @@ def experiment_named(experiments: Mapping[str, Experiment], name: str) -> Experi
     return experiment
 
 
+def checked_segment(experiment: Experiment | None, segment: str | None) -> str | None:
+    """The request's segment, once the experiment is known to declare it."""
+    if segment is None:
+        return None
+    if experiment is None:
+        raise HTTPException(422, "segment: only meaningful with an experiment")
+    if segment not in experiment.segments:
+        raise HTTPException(
+            422,
+            f"segment: {segment!r} is not a segment of experiment {experiment.name!r} "
+            f"(declared: {list(experiment.segments)})",
+        )
+    return segment
+
+
 @router.post("/themes/rank", summary="Rank themes for a user")
 async def rank_themes(
     request: RankRequest, profiles: ProfilesDep, ab: ABDep, settings: SettingsDep
@@ -85,6 +100,7 @@ async def rank_themes(
     catalogue = checked_catalogue(profiles.model, request, settings.max_candidates)
     request_id = uuid.uuid4().hex
     if request.experiment is None:
+        checked_segment(None, request.segment)
         ranked, source = await profile_ranking(profiles, request)
         return RankResponse(
             request_id=request_id,
@@ -95,6 +111,7 @@ async def rank_themes(
             themes=[RankedThemeOut.of(theme) for theme in ranked],
         )
     experiment = experiment_named(ab.experiments, request.experiment)
+    segment = checked_segment(experiment, request.segment)
     arm, bucket = experiment.assign(request.user_id)
     if arm.ranker == "popular":
         by = experiment.popular_by
@@ -105,7 +122,7 @@ async def rank_themes(
         profiles = profiles if own is None else profiles.using(own)
         ranked, source = await profile_ranking(profiles, request)
     shown = tuple(theme.theme_id for theme in ranked)
-    exposure = Exposure(experiment.name, arm.name, request.user_id, shown)
+    exposure = Exposure(experiment.name, arm.name, request.user_id, shown, segment)
     logged = await log_exposure(ab, profiles.metrics, request_id, exposure)
     return RankResponse(
         request_id=request_id,
