@@ -248,14 +248,17 @@ def test_candidate_logits_equal_the_all_tags_logits(name: str) -> None:
     torch.testing.assert_close(some, every.gather(1, tags), rtol=1e-5, atol=1e-5)
 
 
-def test_ctmvm_loss_has_the_four_terms_of_design_2() -> None:
+def test_ctmvm_loss_has_the_four_terms_of_design_2_and_the_item_tag_head() -> None:
+    """Design 2's four terms, plus P(tag | X_p) over the train (item, tag) pairs that
+    teaches the privileged encoder what an item's features say about its tags."""
     data = world()
     model, config = fresh("ctmvm")
     perturb(model)
     loss, parts = model.loss(training_batch(data, "ctmvm", config))
-    assert set(parts) == {"predict", "aux", "supp", "amvm"}
-    assert parts["amvm"] > 0
+    assert set(parts) == {"predict", "aux", "supp", "amvm", "item_tag"}
+    assert parts["amvm"] > 0 and parts["item_tag"] > 0
     expected = parts["predict"] + parts["aux"] + parts["supp"] + config["rho"] * parts["amvm"]
+    expected += model.item_tag_weight * parts["item_tag"]
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
 
 
@@ -592,7 +595,7 @@ def test_router_keeps_the_top_q_tags_and_spends_the_coalition_size() -> None:
     assert int((p[0] > 0).sum()) == 2  # top 2 of 3
     assert (p[1, 1:] == 0).all() and (p[2, 2] == 0)
     diversity = CreditRouter.diversity(p)
-    assert float(diversity) == pytest.approx(float(((1 - (p**2).sum(1)) / 2).mean()))
+    assert float(diversity.detach()) == pytest.approx(float(((1 - (p**2).sum(1)) / 2).mean().detach()))
     targets, _ = routed_targets(router, torch.randn(2, 4), table, coalitions, 6)
     # user 0: 3 + 1 units of mass, user 1: 2
     torch.testing.assert_close(targets.sum(dim=1), torch.tensor([4.0, 2.0]))

@@ -217,9 +217,8 @@ def _table(
     return table.splitlines()
 
 
-def main_table(results: Mapping[str, Any]) -> list[str]:
-    """One row per model, P/R/HR/NDCG @5,@10,@20 as mean ± std, the best mean in bold."""
-    keys = [f"{m}@{k}" for m in METRICS for k in KS]
+def metric_rows(results: Mapping[str, Any], keys: Sequence[str]) -> list[list[str]]:
+    """One row per model that ran: its name, then mean ± std of each key, the best in bold."""
     best = {key: best_models(results, key) for key in keys}
     rows = []
     for model in results["models"]:
@@ -230,8 +229,17 @@ def main_table(results: Mapping[str, Any]) -> list[str]:
         for key in keys:
             text = fmt_mean_std(metrics.get(key))
             cells.append(f"**{text}**" if model in best[key] else text)
-        cells.append(fmt_mean_std(metrics.get("train_seconds"), digits=2))
         rows.append(cells)
+    return rows
+
+
+def main_table(results: Mapping[str, Any]) -> list[str]:
+    """One row per model, P/R/HR/NDCG @5,@10,@20 as mean ± std, the best mean in bold."""
+    keys = [f"{m}@{k}" for m in METRICS for k in KS]
+    rows = metric_rows(results, keys)
+    for row in rows:
+        metrics = results["results"][row[0].strip("`")]["metrics"]
+        row.append(fmt_mean_std(metrics.get("train_seconds"), digits=2))
     return _table(["model", *map(label, keys), "train s"], rows)
 
 
@@ -241,17 +249,7 @@ def discovery_section(results: Mapping[str, Any]) -> list[str]:
             if any(k in r["metrics"] for r in results["results"].values())]  # fmt: skip
     if not keys:
         return []
-    best = {key: best_models(results, key) for key in keys}
-    rows = []
-    for model in results["models"]:
-        if model not in results["results"]:
-            continue
-        metrics = results["results"][model]["metrics"]
-        cells = [f"`{model}`"]
-        for key in keys:
-            text = fmt_mean_std(metrics.get(key))
-            cells.append(f"**{text}**" if model in best[key] else text)
-        rows.append(cells)
+    rows = metric_rows(results, keys)
     header = ["model", *(f"{k.split('_')[0]} {label(k.split('_', 1)[1])}" for k in keys)]
     return [
         "## Discovery: tags new to the user (novel) and tags the user repeats (repeat)",
