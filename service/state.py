@@ -10,7 +10,7 @@ on the old model finishes on it and none mixes two versions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +30,30 @@ T = TypeVar("T")
 class ReloadError(Exception):
     """A bundle that could not be swapped in; the model serving before keeps serving."""
 
-    def __init__(self, serving_version: str, error: Exception) -> None:
+    def __init__(self, serving_version: str, error: Exception | str) -> None:
         super().__init__(f"reload failed, still serving {serving_version}: {error}")
+
+
+class ReloadConflict(ReloadError):
+    """The bundle is another model under a version already serving (see
+    :func:`check_versions`)."""
+
+
+class VersionConflict(ValueError):
+    """Two different models under one version: they would share cached profiles."""
+
+
+def check_versions(models: Iterable[LoadedModel]) -> None:
+    """Refuse models that announce one version but differ (graph or vocabularies): the
+    profile cache is keyed by version, so one would serve the other's profiles."""
+    seen: dict[str, LoadedModel] = {}
+    for model in models:
+        other = seen.setdefault(model.version, model)
+        if other.identity != model.identity:
+            raise VersionConflict(
+                f"model_version {model.version!r} is already used by another model "
+                f"({other.bundle.path}); give this model its own version"
+            )
 
 
 @dataclass(frozen=True)
@@ -86,12 +108,14 @@ class ServiceState:
         s = self.settings
         model = self.load(s.bundle)
         experiments = load_experiments(s.experiments) if s.experiments is not None else {}
-        arm_serving = {
-            (experiment.name, arm.name): self.serve(self.load(arm.bundle))
+        arm_models = {
+            (experiment.name, arm.name): self.load(arm.bundle)
             for experiment in experiments.values()
             for arm in experiment.arms
             if arm.bundle is not None
         }
+        check_versions([model, *arm_models.values()])
+        arm_serving = {key: self.serve(arm_model) for key, arm_model in arm_models.items()}
         url = stack.enter_context(redis_url(s.redis_url, s.redis_data_dir))
         store = RedisStore(
             url,
@@ -129,6 +153,12 @@ class ServiceState:
             except Exception as error:  # any failure keeps the old model serving
                 self.metrics.reloads.labels("failed").inc()
                 raise ReloadError(previous.model.version, error) from None
+            arms = self.ab.arm_serving.values() if self.ab is not None else ()
+            try:
+                check_versions([model, previous.model, *(arm.model for arm in arms)])
+            except VersionConflict as error:
+                self.metrics.reloads.labels("failed").inc()
+                raise ReloadConflict(previous.model.version, error) from None
             current = self.serve(model)
             self.profiles = profiles.using(current)
             self.metrics.reloads.labels("ok").inc()

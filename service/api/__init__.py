@@ -5,8 +5,17 @@ Route and dependency modules leave out ``from __future__ import annotations``: F
 reads their annotations at run time.
 """
 
-from service.api.errors import validation_error
+from service.api.errors import ErrorResponse, http_error, server_error, validation_error
+from service.api.limits import BodyLimit
+from service.api.openapi import build_openapi
 from service.api.routes import ROUTERS
-from service.api.routes.profiles import document_k_bound
 
-__all__ = ["ROUTERS", "document_k_bound", "validation_error"]
+__all__ = [
+    "ROUTERS",
+    "BodyLimit",
+    "ErrorResponse",
+    "build_openapi",
+    "http_error",
+    "server_error",
+    "validation_error",
+]

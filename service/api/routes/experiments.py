@@ -3,12 +3,13 @@
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from service.ab import build_report, render_html
 from service.api.deps import ABDep
+from service.api.errors import ApiError, error_responses
 from service.state import ABTesting
 from service.store import StoreUnavailable
 
@@ -20,14 +21,12 @@ async def experiment_report(ab: ABTesting, name: str) -> dict[str, Any]:
     experiment = ab.experiments.get(name)
     if experiment is None:
         configured = sorted(ab.experiments)
-        raise HTTPException(
-            404, f"experiment: unknown experiment {name!r} (configured: {configured})"
-        )
+        raise ApiError(404, "name", f"unknown experiment {name!r} (configured: {configured})")
     arms = [arm.name for arm in experiment.arms]
     try:
         counts = await ab.call(lambda: ab.log.counts(name, arms))
     except StoreUnavailable as error:
-        raise HTTPException(503, f"report unavailable: {error}") from None
+        raise ApiError(503, "redis", f"report unavailable: {error}") from None
     return await run_in_threadpool(build_report, experiment, counts)
 
 
@@ -42,12 +41,21 @@ async def experiments(ab: ABDep) -> dict[str, Any]:
     }
 
 
-@router.get("/experiments/{name}/report", summary="A/B report (JSON)")
+@router.get(
+    "/experiments/{name}/report",
+    summary="A/B report (JSON)",
+    responses=error_responses(404, 503),
+)
 async def report_json(name: str, ab: ABDep) -> dict[str, Any]:
     return await experiment_report(ab, name)
 
 
-@router.get("/experiments/{name}", response_class=HTMLResponse, summary="A/B report (HTML)")
+@router.get(
+    "/experiments/{name}",
+    response_class=HTMLResponse,
+    summary="A/B report (HTML)",
+    responses=error_responses(404, 503),
+)
 async def report_page(name: str, ab: ABDep) -> HTMLResponse:
     report = await experiment_report(ab, name)
     return HTMLResponse(await run_in_threadpool(render_html, report))

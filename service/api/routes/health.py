@@ -17,7 +17,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: model, provider, Redis")
+@router.get(
+    "/readyz",
+    summary="Readiness: model, provider, Redis",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "no model loaded yet"}},
+)
 async def readyz(state: StateDep) -> JSONResponse:
     # 503 until a model is loaded; "degraded" (still 200) while Redis is down
     redis_up = await state.store.ping() if state.store is not None else False

@@ -4,11 +4,12 @@ experiment, by the ranker of the user's arm (the exposure is logged for ``/event
 import uuid
 from collections.abc import Mapping
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
 from service.ab import Experiment, Exposure
 from service.api.deps import ABDep, ProfilesDep, SettingsDep
+from service.api.errors import ApiError, error_responses
 from service.api.schemas import RankedThemeOut, RankRequest, RankResponse
 from service.metrics import ServiceMetrics
 from service.model import LoadedModel, Profiles
@@ -29,13 +30,13 @@ def checked_catalogue(
     """The model's catalogue, once ``request.candidates`` are known to be in it."""
     catalogue = model.catalogue
     if catalogue is None:
-        raise HTTPException(404, "this model bundle has no theme catalogue (themes.json)")
+        raise ApiError(404, "themes", "this model bundle has no theme catalogue (themes.json)")
     if request.candidates is not None:
         if len(request.candidates) > max_candidates:
-            raise HTTPException(422, f"candidates: at most {max_candidates} theme ids")
+            raise ApiError(422, "candidates", f"at most {max_candidates} theme ids")
         unknown = catalogue.unknown(request.candidates)
         if unknown:
-            raise HTTPException(422, f"candidates: unknown theme ids {unknown}")
+            raise ApiError(422, "candidates", f"unknown theme ids {unknown}")
     return catalogue
 
 
@@ -72,13 +73,17 @@ async def log_exposure(
 def experiment_named(experiments: Mapping[str, Experiment], name: str) -> Experiment:
     experiment = experiments.get(name)
     if experiment is None:
-        raise HTTPException(
-            422, f"experiment: unknown experiment {name!r} (configured: {sorted(experiments)})"
+        raise ApiError(
+            422, "experiment", f"unknown experiment {name!r} (configured: {sorted(experiments)})"
         )
     return experiment
 
 
-@router.post("/themes/rank", summary="Rank themes for a user")
+@router.post(
+    "/themes/rank",
+    summary="Rank themes for a user",
+    responses=error_responses(400, 404, 413, 422, 503),
+)
 async def rank_themes(
     request: RankRequest, profiles: ProfilesDep, ab: ABDep, settings: SettingsDep
 ) -> RankResponse:
