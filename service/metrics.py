@@ -54,6 +54,12 @@ class ServiceMetrics:
         self.redis_up = Gauge(
             "tagprofile_redis_up", "1 when Redis answered the last call", registry=r
         )
+        self.redis_busy = Counter(
+            "tagprofile_redis_busy_total",
+            "Redis calls refused because every pooled connection stayed busy for the pool "
+            "timeout (load; Redis is not considered down)",
+            registry=r,
+        )
         self.model_info = Gauge(
             "tagprofile_model_info",
             "the model serving now (value 1)",

@@ -123,8 +123,12 @@ class ServiceState:
             timeout_s=s.redis_timeout_s,
             retry_s=s.redis_retry_s,
             feature_cache_size=s.feature_cache_size,
+            profile_memory_size=s.profile_memory_size,
+            max_connections=s.redis_max_connections,
+            pool_timeout_s=s.redis_pool_timeout_s,
         )
         store.on_state = lambda up: self.metrics.redis_up.set(int(up))
+        store.on_busy = self.metrics.redis_busy.inc
         self.metrics.redis_up.set(int(await store.ping()))
         self.store = store
         self.ab = ABTesting(experiments, arm_serving, ABStore(store.client, s.key_prefix), store)

@@ -30,6 +30,22 @@ from service.store.keys import Keys
 
 ADMIN = {"authorization": "Bearer test-admin-token"}
 
+EXPERIMENTS = """
+experiments:
+  - name: themes
+    salt: test-salt
+    control: popular
+    popular_by: ctr
+    arms:
+      - {name: popular, weight: 1, ranker: popular}
+      - {name: profile, weight: 1, ranker: profile}
+"""
+
+
+def write_experiments(path: Path, text: str = EXPERIMENTS) -> Path:
+    path.write_text(text)
+    return path
+
 
 def make_settings(bundle: Path, redis_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {

@@ -28,7 +28,12 @@ class UserTags(BaseModel):
     model_version: str
     tags: list[TagScore]
     cached: bool
-    source: str = Field(description="'model', or 'popular' for a user without features")
+    source: Literal["model", "popular", "memory", "fallback"] = Field(
+        description="'model': the user's profile; 'popular': cold-start tags of a user "
+        "without features; 'memory': Redis is unreachable, the user's own profile from "
+        "this process's memory; 'fallback': Redis is unreachable and this process has "
+        "nothing for the user, cold-start tags (the user may be known)"
+    )
 
 
 class RankRequest(BaseModel):
@@ -76,8 +81,9 @@ class RankResponse(BaseModel):
     arm: str | None = Field(description="the experiment arm; null without an experiment")
     bucket: int | None = Field(None, description="the user's bucket in [0, 10000)")
     model_version: str
-    source: str = Field(
-        description="'model' or 'popular' (user scores), 'statistics' (popular ranker)"
+    source: Literal["model", "popular", "memory", "fallback", "statistics"] = Field(
+        description="where the user's scores came from ('model', 'popular', 'memory', "
+        "'fallback': as in GET /users/{user_id}/tags), or 'statistics' (popular ranker)"
     )
     exposure_logged: bool | None = Field(
         None, description="false when the exposure could not be stored (Redis down)"

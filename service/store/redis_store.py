@@ -4,15 +4,19 @@ Redis is a dependency that may fail; the service must not. Every call has a shor
 timeout, and after a failure Redis is skipped for ``retry_s`` (a request does not wait on
 a dead server each time), then tried again: the service recovers by itself when Redis
 returns. Callers see :class:`StoreUnavailable` and degrade (compute without caching).
-Features read successfully are also kept in a bounded in-memory LRU, so known users still
-get model profiles while Redis is down.
+
+Load is not failure: when every pooled connection is busy a request waits for one
+(bounded, :mod:`service.store.pool`); if the wait runs out it gets :class:`StoreBusy`,
+which callers treat like unavailability, but the breaker stays closed.
+
+What Redis served recently is kept in memory (:mod:`service.store.memory`): feature
+records and profiles, so known users still get their own profiles while Redis is down.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -21,6 +25,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.store.keys import Keys
+from service.store.memory import LRU, ProfileMemory
+from service.store.pool import PoolExhausted, request_pool
 
 T = TypeVar("T")
 
@@ -29,29 +35,9 @@ class StoreUnavailable(Exception):
     """Redis could not be reached (or is being skipped after a recent failure)."""
 
 
-class FeatureCache:
-    """Bounded LRU of users' feature records (the fallback during Redis outages)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
-
-    def get(self, user_id: str) -> dict[str, Any] | None:
-        record = self._items.get(user_id)
-        if record is not None:
-            self._items.move_to_end(user_id)
-        return record
-
-    def put(self, user_id: str, record: dict[str, Any]) -> None:
-        if self.size <= 0:
-            return
-        self._items[user_id] = record
-        self._items.move_to_end(user_id)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def drop(self, user_id: str) -> None:
-        self._items.pop(user_id, None)
+class StoreBusy(StoreUnavailable):
+    """Every pooled connection stayed busy for the pool timeout: Redis is up but the
+    service is over its connection budget (not counted as an outage)."""
 
 
 def decode_features(fields: dict[bytes, bytes]) -> dict[str, Any]:
@@ -74,27 +60,33 @@ class RedisStore:
         timeout_s: float = 0.5,
         retry_s: float = 1.0,
         feature_cache_size: int = 100_000,
+        profile_memory_size: int = 10_000,
+        max_connections: int = 256,
+        pool_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
         self.keys = keys
         self.retry_s = retry_s
-        self.client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=0,
-            max_connections=256,
+        pool = request_pool(
+            url, max_connections=max_connections, wait_s=pool_timeout_s, timeout_s=timeout_s
         )
-        self.features_lru = FeatureCache(feature_cache_size)
+        self.client = aioredis.Redis.from_pool(pool)  # the client closes the pool
+        self.features_lru: LRU[str, dict[str, Any]] = LRU(feature_cache_size)
+        self.profile_memory = ProfileMemory(profile_memory_size)
         self._down_until = 0.0
         self.up = True
         self.on_state: Callable[[bool], None] | None = None
+        self.on_busy: Callable[[], None] | None = None
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         if not self.up and time.monotonic() < self._down_until:
             raise StoreUnavailable(f"Redis at {self.url} is down")
         try:
             result = await operation()
+        except PoolExhausted as error:  # load, not an outage: the breaker stays closed
+            if self.on_busy is not None:
+                self.on_busy()
+            raise StoreBusy(f"Redis at {self.url}: {error}") from error
         except (RedisError, OSError) as error:
             self._set_up(False)
             self._down_until = time.monotonic() + self.retry_s
@@ -131,14 +123,9 @@ class RedisStore:
         await self.call(lambda: self.client.delete(self.keys.profile(model_version, user_id)))
 
     async def get_features(self, user_id: str) -> dict[str, Any] | None:
-        """The user's stored record (None: unknown); from memory while Redis is down."""
-        try:
-            fields = await self.call(lambda: self.client.hgetall(self.keys.features(user_id)))
-        except StoreUnavailable:
-            record = self.features_lru.get(user_id)
-            if record is None:
-                raise
-            return record
+        """The user's stored record (None: unknown); raises :class:`StoreUnavailable`
+        (the caller may fall back on :meth:`remembered_features`)."""
+        fields = await self.call(lambda: self.client.hgetall(self.keys.features(user_id)))
         if not fields:
             self.features_lru.drop(user_id)
             return None
@@ -158,6 +145,11 @@ class RedisStore:
 
         await self.call(write)
         self.features_lru.put(user_id, record)
+        self.profile_memory.drop(user_id)
+
+    def remembered_features(self, user_id: str) -> dict[str, Any] | None:
+        """The record last read or written for the user by this process, if still kept."""
+        return self.features_lru.get(user_id)
 
     async def close(self) -> None:
         await self.client.aclose()
