@@ -54,6 +54,11 @@ class ServiceMetrics:
         self.redis_up = Gauge(
             "tagprofile_redis_up", "1 when Redis answered the last call", registry=r
         )
+        self.events_durable = Gauge(
+            "tagprofile_redis_events_durable",
+            "1 when Redis keeps an append-only file (acknowledged events survive a crash)",
+            registry=r,
+        )
         self.redis_busy = Counter(
             "tagprofile_redis_busy_total",
             "Redis calls refused because every pooled connection stayed busy for the pool "

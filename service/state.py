@@ -10,6 +10,7 @@ on the old model finishes on it and none mixes two versions.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,9 +23,10 @@ from service.ab import ABStore, Experiment, load_experiments
 from service.metrics import ServiceMetrics
 from service.model import LoadedModel, Profiles, Serving, load_model
 from service.settings import Settings
-from service.store import Keys, RedisStore, redis_url
+from service.store import NOT_DURABLE, Endpoint, Keys, Persistence, RedisStore, redis_endpoint
 
 T = TypeVar("T")
+log = logging.getLogger("service")
 
 
 class ReloadError(Exception):
@@ -59,16 +61,42 @@ def check_versions(models: Iterable[LoadedModel]) -> None:
 @dataclass(frozen=True)
 class ABTesting:
     """The running A/B test: the configured experiments, the models of the arms that name
-    their own bundle, and the event log, reached through the store's circuit breaker."""
+    their own bundle, and the event log, reached through the store's circuit breaker;
+    and what an acknowledged event requires of Redis's persistence."""
 
     experiments: Mapping[str, Experiment]
     arm_serving: Mapping[tuple[str, str], Serving]
     log: ABStore
     store: RedisStore
+    require_durable: bool = False
+    fsync_timeout_s: float = 2.0
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run an event-log operation; raises ``StoreUnavailable`` when Redis is down."""
         return await self.store.call(operation)
+
+    async def refusal(self) -> str | None:
+        """Why events must be refused now (durability required, Redis has no AOF), once
+        a probe of a new connection has told."""
+        if not self.require_durable:
+            return None
+        persistence = await self.store.current_persistence()
+        if persistence and persistence.events_durable:
+            return None
+        if persistence is None:
+            return "Redis persistence is not known yet (TAGPROFILE_REQUIRE_DURABLE_EVENTS)"
+        return (
+            "Redis has no append-only file, so an acknowledged event could be lost "
+            "(TAGPROFILE_REQUIRE_DURABLE_EVENTS)"
+        )
+
+    @property
+    def fsync_timeout_ms(self) -> int | None:
+        """How long an event waits for WAITAOF; None where the server cannot confirm."""
+        persistence = self.store.persistence
+        if persistence is None or not (persistence.aof and persistence.waitaof):
+            return None
+        return round(self.fsync_timeout_s * 1000) if self.fsync_timeout_s > 0 else None
 
 
 class ServiceState:
@@ -81,6 +109,7 @@ class ServiceState:
         self.store: RedisStore | None = None
         self.profiles: Profiles | None = None
         self.ab: ABTesting | None = None
+        self.endpoint: Endpoint | None = None
         self.reload_lock = asyncio.Lock()
 
     @property
@@ -116,9 +145,9 @@ class ServiceState:
         }
         check_versions([model, *arm_models.values()])
         arm_serving = {key: self.serve(arm_model) for key, arm_model in arm_models.items()}
-        url = stack.enter_context(redis_url(s.redis_url, s.redis_data_dir))
+        self.endpoint = stack.enter_context(redis_endpoint(s.redis_url, s.redis_data_dir))
         store = RedisStore(
-            url,
+            self.endpoint.url,
             self.keys,
             timeout_s=s.redis_timeout_s,
             retry_s=s.redis_retry_s,
@@ -129,12 +158,28 @@ class ServiceState:
         )
         store.on_state = lambda up: self.metrics.redis_up.set(int(up))
         store.on_busy = self.metrics.redis_busy.inc
+        store.on_persistence = self.persistence_changed
         self.metrics.redis_up.set(int(await store.ping()))
+        await store.refresh_persistence()
         self.store = store
-        self.ab = ABTesting(experiments, arm_serving, ABStore(store.client, s.key_prefix), store)
+        self.ab = ABTesting(
+            experiments,
+            arm_serving,
+            ABStore(store.client, s.key_prefix),
+            store,
+            require_durable=s.require_durable_events,
+            fsync_timeout_s=s.event_fsync_timeout_s,
+        )
         self.profiles = Profiles(
             self.serve(model), store, self.metrics, s.profile_ttl_s, s.profile_ttl_jitter
         )
+
+    def persistence_changed(self, persistence: Persistence) -> None:
+        """Warn, loudly, whenever Redis (again) would lose acknowledged events."""
+        self.metrics.events_durable.set(int(persistence.events_durable))
+        if not persistence.events_durable:
+            url = self.store.url if self.store is not None else self.settings.redis_url
+            log.warning(NOT_DURABLE.format(url=url))
 
     async def stop(self) -> None:
         """Answer the queued model runs, then close Redis."""

@@ -187,6 +187,20 @@ def test_compose_healthchecks(services: dict[str, Any]) -> None:
     assert "/readyz" in healthcheck_test(services["api"])
 
 
+def test_compose_redis_keeps_acknowledged_events(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    redis = services["redis"]
+    cmd = command(redis)
+    assert option(cmd, "--appendonly") == "yes", f"the A/B log must be durable: {cmd}"
+    assert option(cmd, "--appendfsync") in ("always", "everysec")
+    mounts = [str(v).split(":")[:2] for v in redis.get("volumes", [])]
+    volumes = compose.get("volumes") or {}
+    on_volume = any(target == "/data" and source in volumes for source, target in mounts)
+    assert on_volume, f"the AOF must live on a named volume: {mounts}"
+    assert environment(services["api"])["TAGPROFILE_REQUIRE_DURABLE_EVENTS"] == "true"
+
+
 def test_compose_builds_one_image_for_the_app(services: dict[str, Any]) -> None:
     built = [name for name in APP_SERVICES if "build" in services[name]]
     assert built == ["bootstrap"], f"exactly one service should build the image, got {built}"

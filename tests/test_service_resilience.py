@@ -92,7 +92,7 @@ def test_app_without_a_redis_url_runs_an_embedded_redis_and_stops_it(service_bun
     settings = make_settings(service_bundle, None, redis_data_dir=data_dir)
     assert settings.redis_url is None
     with client_for(settings, load_users=False) as client:
-        url = (data_dir / URL_FILE).read_text().strip()
+        url = (data_dir / URL_FILE).read_text().splitlines()[0]
         assert redis.Redis.from_url(url).ping()
         assert client.get("/readyz").json()["redis"] == "up"
         user = "someone"

@@ -8,13 +8,16 @@ from service.ab.assignment import BUCKETS, arm_ranges, assign, bucket
 from service.ab.eventlog import (
     ACCEPTED,
     ALREADY_COUNTED,
+    CONFLICT,
     DUPLICATE_EVENT,
     ABStore,
     ArmCounts,
     Exposure,
+    Recorded,
 )
 from service.ab.experiments import Arm, Experiment, ExperimentConfigError, load_experiments
 from service.ab.report import build_report, render_html
+from service.ab.runs import run_config, run_id
 from service.ab.simulate import (
     ClickModel,
     SimulationError,
@@ -29,6 +32,7 @@ __all__ = [
     "ACCEPTED",
     "ALREADY_COUNTED",
     "BUCKETS",
+    "CONFLICT",
     "DUPLICATE_EVENT",
     "ABStore",
     "Arm",
@@ -39,6 +43,7 @@ __all__ = [
     "ExperimentConfigError",
     "Exposure",
     "Lift",
+    "Recorded",
     "SimulationError",
     "arm_ranges",
     "arm_stats",
@@ -52,5 +57,7 @@ __all__ = [
     "pick_users",
     "read_truth",
     "render_html",
+    "run_config",
+    "run_id",
     "simulate",
 ]

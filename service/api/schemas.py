@@ -134,4 +134,13 @@ class Readiness(BaseModel):
     provider: str | None
     redis: str
     themes: int
+    persistence: dict[str, Any] | None = Field(
+        None,
+        description="what Redis does with writes: redis_version, appendonly, appendfsync, "
+        "waitaof, events_durable (an acknowledged event survives a Redis crash), "
+        "events_fsync_confirmed (each event waits for WAITAOF); null while unknown",
+    )
+    events_refused: str | None = Field(
+        None, description="why POST /events answers 503 now (TAGPROFILE_REQUIRE_DURABLE_EVENTS)"
+    )
     details: dict[str, Any] = {}

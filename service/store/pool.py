@@ -11,6 +11,7 @@ and never opens the circuit breaker.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool
@@ -37,10 +38,24 @@ class WaitingPool(BlockingConnectionPool):
             raise
 
 
-def request_pool(url: str, *, max_connections: int, wait_s: float, timeout_s: float) -> WaitingPool:
+def request_pool(
+    url: str,
+    *,
+    max_connections: int,
+    wait_s: float,
+    timeout_s: float,
+    on_connect: Callable[[], None] | None = None,
+) -> WaitingPool:
     """The pool for ``url``: short socket timeouts, and one retry on a fresh connection
     (after a Redis restart every pooled connection is stale; the retry reconnects instead
-    of failing the request and opening the breaker)."""
+    of failing the request and opening the breaker). ``on_connect`` is told of every
+    (re)connection: the server behind the URL may have changed."""
+
+    async def connected(connection: Any) -> None:
+        await connection.on_connect()
+        if on_connect is not None:
+            on_connect()
+
     return WaitingPool.from_url(
         url,
         max_connections=max_connections,
@@ -49,4 +64,5 @@ def request_pool(url: str, *, max_connections: int, wait_s: float, timeout_s: fl
         socket_connect_timeout=timeout_s,
         health_check_interval=0,
         retry=Retry(NoBackoff(), 1),
+        redis_connect_func=connected,
     )

@@ -11,10 +11,15 @@ which callers treat like unavailability, but the breaker stays closed.
 
 What Redis served recently is kept in memory (:mod:`service.store.memory`): feature
 records and profiles, so known users still get their own profiles while Redis is down.
+
+The server's persistence (:mod:`service.store.durability`) is probed at start-up, again
+after every (re)connection (Redis may come back as another server, or configured
+differently) and by ``/readyz``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -22,8 +27,9 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from service.store.durability import Persistence, probe
 from service.store.keys import Keys
 from service.store.memory import LRU, ProfileMemory
 from service.store.pool import PoolExhausted, request_pool
@@ -68,7 +74,11 @@ class RedisStore:
         self.keys = keys
         self.retry_s = retry_s
         pool = request_pool(
-            url, max_connections=max_connections, wait_s=pool_timeout_s, timeout_s=timeout_s
+            url,
+            max_connections=max_connections,
+            wait_s=pool_timeout_s,
+            timeout_s=timeout_s,
+            on_connect=self._connected,
         )
         self.client = aioredis.Redis.from_pool(pool)  # the client closes the pool
         self.features_lru: LRU[str, dict[str, Any]] = LRU(feature_cache_size)
@@ -77,6 +87,9 @@ class RedisStore:
         self.up = True
         self.on_state: Callable[[bool], None] | None = None
         self.on_busy: Callable[[], None] | None = None
+        self.persistence: Persistence | None = None  # None: not known yet
+        self.on_persistence: Callable[[Persistence], None] | None = None
+        self._probing: asyncio.Task[Persistence | None] | None = None
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         if not self.up and time.monotonic() < self._down_until:
@@ -87,6 +100,8 @@ class RedisStore:
             if self.on_busy is not None:
                 self.on_busy()
             raise StoreBusy(f"Redis at {self.url}: {error}") from error
+        except ResponseError as error:  # Redis answered (OOM, READONLY...): not an outage
+            raise StoreUnavailable(f"Redis at {self.url} refused: {error}") from error
         except (RedisError, OSError) as error:
             self._set_up(False)
             self._down_until = time.monotonic() + self.retry_s
@@ -99,6 +114,31 @@ class RedisStore:
         self.up = up
         if self.on_state is not None:
             self.on_state(up)
+
+    def _connected(self) -> None:
+        """A connection was (re)made: maybe to another server, or the same one
+        reconfigured; probe its persistence again (one probe at a time)."""
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.get_running_loop().create_task(self.refresh_persistence())
+
+    async def current_persistence(self) -> Persistence | None:
+        """The persistence, once a probe already under way has finished."""
+        probing = self._probing
+        if probing is not None and not probing.done():
+            await asyncio.shield(probing)
+        return self.persistence
+
+    async def refresh_persistence(self) -> Persistence | None:
+        """Probe the server's persistence; the last known one while Redis is down."""
+        try:
+            found = await self.call(lambda: probe(self.client))
+        except StoreUnavailable:
+            return self.persistence
+        if found != self.persistence:
+            self.persistence = found
+            if self.on_persistence is not None:
+                self.on_persistence(found)
+        return found
 
     async def ping(self) -> bool:
         """Reachability, for ``/readyz`` (always tries, ignoring the breaker)."""

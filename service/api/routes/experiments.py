@@ -23,17 +23,42 @@ async def experiment_report(ab: ABTesting, name: str) -> dict[str, Any]:
         configured = sorted(ab.experiments)
         raise ApiError(404, "name", f"unknown experiment {name!r} (configured: {configured})")
     arms = [arm.name for arm in experiment.arms]
+    run = experiment.run_id
     try:
-        counts = await ab.call(lambda: ab.log.counts(name, arms))
+        counts, unknown = await ab.call(lambda: ab.log.counts(name, run, arms))
+        others = await ab.call(lambda: other_runs(ab, name, run))
     except StoreUnavailable as error:
         raise ApiError(503, "redis", f"report unavailable: {error}") from None
-    return await run_in_threadpool(build_report, experiment, counts)
+    report = await run_in_threadpool(build_report, experiment, counts)
+    report["run"] = {"id": run, **experiment.run}
+    report["unknown_arms"] = {
+        arm: {
+            "users": len(c.impressions),
+            "impressions": sum(c.impressions.values()),
+            "clicks": sum(c.clicks.values()),
+        }
+        for arm, c in unknown.items()
+    }
+    report["other_runs"] = others
+    return report
+
+
+async def other_runs(ab: ABTesting, name: str, current: str) -> dict[str, Any]:
+    """The experiment's earlier runs (other salt or arms) with their totals per arm:
+    not part of this report, but not hidden either."""
+    runs = await ab.log.runs(name)
+    return {
+        run: {**config, "arms_served": await ab.log.run_totals(name, run)}
+        for run, config in sorted(runs.items(), key=lambda item: item[1].get("first_seen", 0))
+        if run != current
+    }
 
 
 @router.get("/experiments", summary="Configured experiments")
 async def experiments(ab: ABDep) -> dict[str, Any]:
     return {
         name: {
+            "run": e.run_id,
             "control": e.control,
             "arms": {a.name: {"weight": a.weight, "ranker": a.ranker} for a in e.arms},
         }

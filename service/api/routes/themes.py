@@ -57,12 +57,16 @@ async def profile_ranking(
 
 
 async def log_exposure(
-    ab: ABTesting, metrics: ServiceMetrics, request_id: str, exposure: Exposure
+    ab: ABTesting,
+    metrics: ServiceMetrics,
+    request_id: str,
+    exposure: Exposure,
+    experiment: Experiment,
 ) -> bool:
     """Whether the exposure was stored; a ranking is served even when it was not (its
     events will then be refused)."""
     try:
-        await ab.call(lambda: ab.log.log_exposure(request_id, exposure))
+        await ab.call(lambda: ab.log.log_exposure(request_id, exposure, experiment.run))
         logged = True
     except StoreUnavailable:
         logged = False
@@ -110,8 +114,8 @@ async def rank_themes(
         profiles = profiles if own is None else profiles.using(own)
         ranked, source = await profile_ranking(profiles, request)
     shown = tuple(theme.theme_id for theme in ranked)
-    exposure = Exposure(experiment.name, arm.name, request.user_id, shown)
-    logged = await log_exposure(ab, profiles.metrics, request_id, exposure)
+    exposure = Exposure(experiment.name, arm.name, request.user_id, shown, experiment.run_id)
+    logged = await log_exposure(ab, profiles.metrics, request_id, exposure, experiment)
     return RankResponse(
         request_id=request_id,
         user_id=request.user_id,
