@@ -59,10 +59,12 @@ class ServiceMetrics:
             "1 when Redis keeps an append-only file (acknowledged events survive a crash)",
             registry=r,
         )
-        self.redis_busy = Counter(
-            "tagprofile_redis_busy_total",
-            "Redis calls refused because every pooled connection stayed busy for the pool "
-            "timeout (load; Redis is not considered down)",
+        self.redis_errors = Counter(
+            "tagprofile_redis_errors_total",
+            "failed Redis calls by kind: busy (every pooled connection stayed busy for the "
+            "pool timeout), timeout (no reply in time), refused (an error reply), down "
+            "(connection refused or broken: Redis is skipped for redis_retry_s)",
+            ["kind"],
             registry=r,
         )
         self.model_info = Gauge(

@@ -157,7 +157,7 @@ class ServiceState:
             pool_timeout_s=s.redis_pool_timeout_s,
         )
         store.on_state = lambda up: self.metrics.redis_up.set(int(up))
-        store.on_busy = self.metrics.redis_busy.inc
+        store.on_error = lambda kind: self.metrics.redis_errors.labels(kind).inc()
         store.on_persistence = self.persistence_changed
         self.metrics.redis_up.set(int(await store.ping()))
         await store.refresh_persistence()

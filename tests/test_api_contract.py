@@ -241,7 +241,8 @@ def test_reload_refuses_another_model_under_the_serving_version(settings, tmp_pa
         client.get(f"/users/{user}/tags")
         cached = client.get(f"/users/{user}/tags").json()
         assert cached["cached"] is True
-        refused = client.post("/admin/reload", json={"bundle": "other"}, headers=ADMIN)
+        other = str(tmp_path / "other")
+        refused = client.post("/admin/reload", json={"bundle": other}, headers=ADMIN)
         assert refused.status_code == 409, refused.text
         assert refused.json()["errors"][0]["field"] == "bundle"
         assert client.get(f"/users/{user}/tags").json() == cached  # the old model serves
@@ -257,7 +258,7 @@ def test_features_written_for_another_vocabulary_are_not_scored(settings, tmp_pa
     user = users(settings.bundle)[0]["user_id"]
     with client_for(settings.model_copy(update={"bundle_root": tmp_path})) as client:
         assert client.get(f"/users/{user}/tags").json()["source"] == "model"
-        swapped = client.post("/admin/reload", json={"bundle": "renamed"}, headers=ADMIN)
+        swapped = client.post("/admin/reload", json={"bundle": str(other)}, headers=ADMIN)
         assert swapped.status_code == 200, swapped.text
         assert client.get(f"/users/{user}/tags").json()["source"] == "popular"
         rewritten = client.put(f"/users/{user}/features", json={"hist_tags": [1]}, headers=ADMIN)

@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from service.store.connection import URL_FILE, read_marker, redis_endpoint
@@ -48,12 +49,14 @@ def test_a_crashed_embedded_redis_is_restarted_with_its_data(tmp_path: Path):
     assert not (tmp_path / "data" / URL_FILE).exists()
 
 
-def test_a_stale_marker_is_not_trusted_with_a_foreign_redis(tmp_path: Path):
+@pytest.mark.parametrize("identity", ["", "run_id=0123abcd pid=999999\n"])
+def test_a_stale_marker_is_not_trusted_with_a_foreign_redis(tmp_path: Path, identity: str):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with EmbeddedRedis(tmp_path / "foreign", persistence=False) as foreign:
-        # an API killed with -9 left its marker; its port now belongs to another Redis
-        (data_dir / URL_FILE).write_text(f"{foreign.url}\nrun_id=0123abcd pid=999999\n")
+        # an API killed with -9 left its marker (without or with a server identity);
+        # its port now belongs to another Redis
+        (data_dir / URL_FILE).write_text(f"{foreign.url}\n{identity}")
         with redis_endpoint(None, data_dir) as endpoint:
             assert endpoint.url != foreign.url and endpoint.supervisor is not None
             redis.Redis.from_url(endpoint.url).set("tp:ab:x", "1")

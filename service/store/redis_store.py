@@ -7,7 +7,11 @@ returns. Callers see :class:`StoreUnavailable` and degrade (compute without cach
 
 Load is not failure: when every pooled connection is busy a request waits for one
 (bounded, :mod:`service.store.pool`); if the wait runs out it gets :class:`StoreBusy`,
-which callers treat like unavailability, but the breaker stays closed.
+which callers treat like unavailability, but the breaker stays closed. A reply that
+does not come within the socket timeout is not proof of an outage either: on a saturated
+event loop a reply can sit unread for longer than the timeout. Only
+:data:`SLOW_CALLS_TO_OPEN` timeouts in a row (no call succeeding in between) open the
+breaker; a refused or broken connection opens it at once.
 
 What Redis served recently is kept in memory (:mod:`service.store.memory`): feature
 records and profiles, so known users still get their own profiles while Redis is down.
@@ -28,6 +32,7 @@ from typing import Any, TypeVar
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.store.durability import Persistence, probe
 from service.store.keys import Keys
@@ -35,6 +40,9 @@ from service.store.memory import LRU, ProfileMemory
 from service.store.pool import PoolExhausted, request_pool
 
 T = TypeVar("T")
+
+SLOW_CALLS_TO_OPEN = 3
+"""Consecutive timed-out calls that open the breaker (a hung Redis, not a busy loop)."""
 
 
 class StoreUnavailable(Exception):
@@ -86,7 +94,8 @@ class RedisStore:
         self._down_until = 0.0
         self.up = True
         self.on_state: Callable[[bool], None] | None = None
-        self.on_busy: Callable[[], None] | None = None
+        self.on_error: Callable[[str], None] | None = None  # busy | timeout | refused | down
+        self._timeouts = 0
         self.persistence: Persistence | None = None  # None: not known yet
         self.on_persistence: Callable[[Persistence], None] | None = None
         self._probing: asyncio.Task[Persistence | None] | None = None
@@ -97,18 +106,34 @@ class RedisStore:
         try:
             result = await operation()
         except PoolExhausted as error:  # load, not an outage: the breaker stays closed
-            if self.on_busy is not None:
-                self.on_busy()
+            self._count("busy")
             raise StoreBusy(f"Redis at {self.url}: {error}") from error
         except ResponseError as error:  # Redis answered (OOM, READONLY...): not an outage
+            self._count("refused")
             raise StoreUnavailable(f"Redis at {self.url} refused: {error}") from error
+        except (TimeoutError, RedisTimeoutError) as error:
+            self._count("timeout")
+            self._timeouts += 1
+            if self._timeouts >= SLOW_CALLS_TO_OPEN:
+                self._open()
+            raise StoreUnavailable(f"Redis at {self.url} timed out: {error}") from error
         except (RedisError, OSError) as error:
-            self._set_up(False)
-            self._down_until = time.monotonic() + self.retry_s
+            self._count("down")
+            self._open()
             raise StoreUnavailable(f"Redis at {self.url}: {error}") from error
+        self._timeouts = 0
         if not self.up:
             self._set_up(True)
         return result
+
+    def _count(self, kind: str) -> None:
+        if self.on_error is not None:
+            self.on_error(kind)
+
+    def _open(self) -> None:
+        """Skip Redis for ``retry_s``."""
+        self._set_up(False)
+        self._down_until = time.monotonic() + self.retry_s
 
     def _set_up(self, up: bool) -> None:
         self.up = up
