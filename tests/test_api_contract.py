@@ -16,6 +16,7 @@ import pytest
 
 from service.api.errors import ErrorResponse
 from service.model.bundle import MANIFEST_NAME, file_sha256
+from service.state import VersionConflict
 from tests.service_helpers import (
     ADMIN,
     client_for,
@@ -264,3 +265,16 @@ def test_features_written_for_another_vocabulary_are_not_scored(settings, tmp_pa
         rewritten = client.put(f"/users/{user}/features", json={"hist_tags": [1]}, headers=ADMIN)
         assert rewritten.status_code == 200
         assert client.get(f"/users/{user}/tags").json()["source"] == "model"
+
+
+def test_an_arm_bundle_with_another_model_under_the_same_version_stops_start_up(settings, tmp_path):
+    other = perturbed_copy(settings.bundle, tmp_path / "arm-bundle")
+    experiments = tmp_path / "e.yaml"
+    experiments.write_text(
+        "experiments:\n  - name: themes\n    salt: s\n    control: popular\n    arms:\n"
+        "      - {name: popular, weight: 1, ranker: popular}\n"
+        f"      - {{name: profile, weight: 1, ranker: profile, bundle: {other}}}\n"
+    )
+    conflicting = settings.model_copy(update={"experiments": experiments})
+    with pytest.raises(VersionConflict, match="model_version"), client_for(conflicting):
+        pass
