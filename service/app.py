@@ -3,7 +3,9 @@
 Its lifespan owns every resource (:class:`~service.state.ServiceState`: the models, Redis,
 the A/B log); the routes live in :mod:`service.api.routes`, one ``APIRouter`` per
 resource, and reach those resources through the typed dependencies of
-:mod:`service.api.deps`.
+:mod:`service.api.deps`. Every error answer goes through the handlers of
+:mod:`service.api.errors` (one error model), every request body through the limit of
+:mod:`service.api.limits`, and the OpenAPI document through :mod:`service.api.openapi`.
 """
 
 import gc

@@ -1,5 +1,6 @@
 """The HTTP layer: one ``APIRouter`` per resource (``routes/``), typed dependencies that
-read the app's state (``deps``), request and response schemas, and the error format.
+read the app's state (``deps``), request and response schemas, the one error model
+(``errors``), the body limit (``limits``) and the OpenAPI document (``openapi``).
 
 Route and dependency modules leave out ``from __future__ import annotations``: FastAPI
 reads their annotations at run time.
