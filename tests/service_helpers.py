@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,15 +17,34 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import redis
+import uvicorn
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.http import server_config
 from service.jobs.load import load_into_redis
 from service.model.bundle import MANIFEST_NAME
 from service.settings import Settings
+from service.store.embedded import free_port
 from service.store.keys import Keys
 
 ADMIN = {"authorization": "Bearer test-admin-token"}
+
+EXPERIMENTS = """
+experiments:
+  - name: themes
+    salt: test-salt
+    control: popular
+    popular_by: ctr
+    arms:
+      - {name: popular, weight: 1, ranker: popular}
+      - {name: profile, weight: 1, ranker: profile}
+"""
+
+
+def write_experiments(path: Path, text: str = EXPERIMENTS) -> Path:
+    path.write_text(text)
+    return path
 
 
 def make_settings(bundle: Path, redis_url: str, **overrides: Any) -> Settings:
@@ -45,6 +66,30 @@ def client_for(settings: Settings, *, load_users: bool = True) -> Iterator[TestC
         load_users_into(settings)
     with TestClient(create_app(settings)) as client:
         yield client
+
+
+@contextmanager
+def served(settings: Settings, *, load_users: bool = True) -> Iterator[str]:
+    """The app under real uvicorn (the service's own server configuration) on a free
+    loopback port, in a thread of this process; yields its base URL."""
+    if load_users:
+        load_users_into(settings)
+    port = free_port()
+    app = create_app(settings)
+    config = server_config(app, settings, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def load_users_into(settings: Settings) -> None:
