@@ -1,6 +1,8 @@
 """schemathesis against the real server: every answer to schema-generated requests
 (valid and invalid) must match the OpenAPI document, with no server error. Kept short
-here; benchmarks/bench_chaos.py runs it over thousands of cases."""
+here; benchmarks/bench_chaos.py runs it over thousands of cases. The experiment declares
+segments, so the document's rule that a segment belongs to the request's experiment is
+held to the server's 422 too."""
 
 from __future__ import annotations
 
@@ -9,7 +11,11 @@ import sys
 from pathlib import Path
 
 from tests.conftest import PROJECT_ROOT
-from tests.service_helpers import make_settings, served, write_experiments
+from tests.service_helpers import EXPERIMENTS, make_settings, served, write_experiments
+
+WITH_SEGMENTS = EXPERIMENTS.replace(
+    "popular_by: ctr", "popular_by: ctr\n    segments: [home, search]"
+)
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
@@ -18,7 +24,7 @@ def test_schemathesis_finds_no_failure(service_bundle, redis_server, tmp_path):
     settings = make_settings(
         service_bundle,
         redis_server.url,
-        experiments=write_experiments(tmp_path / "e.yaml"),
+        experiments=write_experiments(tmp_path / "e.yaml", WITH_SEGMENTS),
         bundle_root=tmp_path,  # reloads of generated paths: refused, never loaded
     )
     with served(settings) as base:

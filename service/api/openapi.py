@@ -3,11 +3,11 @@ experiment file or the model serving now, so that the document describes what th
 accepts and answers (schema fuzzers such as schemathesis hold it to that).
 
 Written in: the largest ``k`` and candidate list (settings), the configured experiment
-names, the theme ids of a catalogue of up to :data:`LISTED_THEMES` themes, the feature
-record of ``PUT /users/{id}/features`` (the serving model's inputs, id ranges and
-lengths), and every error answer as ``application/json`` (FastAPI files an extra response
-of an HTML route under ``text/html``). The document is rebuilt when a reload changes the
-model.
+names and the segments each declares, the theme ids of a catalogue of up to
+:data:`LISTED_THEMES` themes, the feature record of ``PUT /users/{id}/features`` (the
+serving model's inputs, id ranges and lengths), and every error answer as
+``application/json`` (FastAPI files an extra response of an HTML route under
+``text/html``). The document is rebuilt when a reload changes the model.
 
 What JSON Schema cannot say is checked by the handlers (422 naming the field): one
 weight per id, weights not all 0 with a finite sum, and candidates of a catalogue too
@@ -17,7 +17,7 @@ large to list.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -64,6 +64,32 @@ def document_rank_request(
     for option in experiment.get("anyOf", [experiment]):
         if option.get("type") == "string":
             option["enum"] = names
+
+
+def document_segments(schema: dict[str, Any], experiments: Mapping[str, Any]) -> None:
+    """A ranking's ``segment``: null without segments anywhere; else one that the request's
+    experiment declares (the handler's 422 otherwise), stated per experiment."""
+    segment = _rank_request(schema)["segment"]
+    declared = {name: list(e.segments) for name, e in sorted(experiments.items()) if e.segments}
+    if not declared:  # no experiment declares one: only null is valid
+        segment.pop("anyOf", None)
+        segment["type"] = "null"
+        return
+    union = sorted({s for segments in declared.values() for s in segments})
+    for option in segment.get("anyOf", [segment]):
+        if option.get("type") == "string":
+            option["enum"] = union
+    request = schema["components"]["schemas"]["RankRequest"]
+    request["anyOf"] = [
+        {"properties": {"segment": {"type": "null"}}},
+        *(
+            {
+                "properties": {"experiment": {"const": name}, "segment": {"enum": segments}},
+                "required": ["experiment"],
+            }
+            for name, segments in declared.items()
+        ),
+    ]
 
 
 def document_experiment_names(schema: dict[str, Any], experiments: Iterable[str]) -> None:
@@ -161,6 +187,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     catalogue = model.catalogue if model is not None else None
     theme_ids = catalogue.ids if catalogue is not None else None
     document_rank_request(schema, settings.max_candidates, experiments, theme_ids)
+    document_segments(schema, experiments)
     document_experiment_names(schema, experiments)
     if model is not None:
         document_features(schema, model.spec)
