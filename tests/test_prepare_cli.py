@@ -84,6 +84,18 @@ def test_prepare_hetrec_fixture_in_a_real_process(tmp_path):
     assert stats["privileged"] == {"genre": 3, "director": 5}
     data = ProcessedDataset.load(tmp_path / "out")
     assert data.inter_sampled.sum() == 2 * (data.inter_is_sample & ~data.inter_sampled).sum()
+    # one summary line, not the whole stats file
+    assert "30 users (" in done.stdout and '"users"' not in done.stdout
+
+
+def test_the_wrong_dataset_for_a_folder_suggests_the_right_one(tmp_path):
+    write_hetrec_movielens(tmp_path / "raw")
+    done = run_cli(
+        "prepare", "--dataset", "movielens", "--path", str(tmp_path / "raw"),
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "ratings.csv" in done.stderr and "looks like --dataset hetrec-movielens" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -23,22 +23,14 @@ from torch import Tensor
 from torch.nn import functional as F
 
 
-def listwise_loss(logits: Tensor, targets: Tensor, head: int = 0) -> Tensor:
+def listwise_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean over users (rows with target mass) of −Σ_t y_t log softmax(logits)_t / Σ_t y_t.
 
-    ``logits`` and ``targets`` are [B, T]; ``targets`` holds non-negative masses. With
-    ``head`` > 0 the softmax runs over each user's ``head`` best-scored tags (as they stand,
-    without gradient) plus the user's targets: the top of the ranking, which NDCG@10 reads,
-    instead of the long tail, which dominates the full likelihood."""
+    ``logits`` and ``targets`` are [B, T]; ``targets`` holds non-negative masses."""
     mass = targets.sum(dim=-1)
     has = mass > 0
-    if 0 < head < logits.shape[-1]:
-        kth = logits.detach().topk(head, dim=-1).values[..., -1:]
-        keep = (logits.detach() >= kth) | (targets > 0)
-        logits = logits.masked_fill(~keep, float("-inf"))
     log_p = torch.log_softmax(logits, dim=-1)
-    per_user = -(targets * log_p.masked_fill(targets == 0, 0.0)).sum(dim=-1)
-    per_user = per_user / mass.clamp(min=1e-12)
+    per_user = -(targets * log_p).sum(dim=-1) / mass.clamp(min=1e-12)
     return per_user[has].sum() / has.sum().clamp(min=1)
 
 

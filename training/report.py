@@ -26,10 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from tabulate import tabulate
 
 from training.metrics import KS, METRICS
 
@@ -209,12 +206,15 @@ def best_models(results: Mapping[str, Any], key: str, digits: int = DIGITS) -> s
 def _table(
     header: Sequence[str], rows: Sequence[Sequence[str]], text: Sequence[int] = (0,)
 ) -> list[str]:
-    """A markdown table: the ``text`` columns left-aligned, the others (numbers) right."""
+    """A markdown table (tabulate's pipe format): the ``text`` columns left-aligned, the
+    others (numbers) right; cells are already formatted strings."""
     left = {i % len(header) for i in text}
-    sep = [":---" if i in left else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
+    align = ["left" if i in left else "right" for i in range(len(header))]
+    table = tabulate(
+        [list(row) for row in rows], headers=list(header), tablefmt="pipe",
+        colalign=align, disable_numparse=True,
+    )  # fmt: skip
+    return table.splitlines()
 
 
 def main_table(results: Mapping[str, Any]) -> list[str]:
@@ -543,6 +543,11 @@ def plot_results(results: Mapping[str, Any], path: Path) -> None:
     """Grouped bars of the @10 metrics (mean ± std over runs, one bar per model) and, when
     paired comparisons exist, a panel of their differences with 95% CIs: the picture that
     says whether a gap is real."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     models = [m for m in results["models"] if m in results["results"]]
     pairs = results.get("paired", [])
     n = max(len(models), 1)
@@ -579,7 +584,7 @@ def plot_results(results: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_paired(ax: plt.Axes, pairs: Sequence[Mapping[str, Any]]) -> None:
+def _plot_paired(ax: Any, pairs: Sequence[Mapping[str, Any]]) -> None:
     """One row per comparison, a point with its 95% CI per paired metric, a line at 0."""
     offsets = {
         key: (i - (len(PAIRED_METRICS) - 1) / 2) * 0.25 for i, key in enumerate(PAIRED_METRICS)

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+if TYPE_CHECKING:  # torch and matplotlib load in the functions that need them: the CLI's
+    from torch import nn  # --help and the benchmark report stay quick
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import torch
-from matplotlib.ticker import MaxNLocator
-from torch import nn
-
-from training.data.processed import ProcessedDataset
-from training.models import LEARNED, build_model
-from training.trainer import FeatureStore, counting_model, dims_of
+    from training.data.processed import ProcessedDataset
+    from training.trainer import FeatureStore
 
 CHECKPOINT = "checkpoint.pt"
 PER_USER_FILE = "test_per_user.json"
@@ -32,6 +26,8 @@ def save_checkpoint(
     run_dir: Path, model_name: str, model: nn.Module, config: dict, extra: dict
 ) -> None:
     """Everything export needs to rebuild the model without the training code's state."""
+    import torch
+
     torch.save(
         {"model": model_name, "config": config, "state_dict": model.state_dict(), **extra},
         run_dir / CHECKPOINT,
@@ -43,6 +39,13 @@ def load_run(
 ) -> tuple[dict, ProcessedDataset, nn.Module, FeatureStore]:
     """The checkpoint, its prepared data set, the rebuilt model (eval mode, CPU) and the
     users' feature tensors (built once: the model's sizes come from them too)."""
+    import torch
+
+    from training.data.processed import ProcessedDataset
+    from training.model_names import LEARNED
+    from training.models import build_model
+    from training.trainer import FeatureStore, counting_model, dims_of
+
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: is {run_dir} a `training train` run?")
@@ -67,6 +70,12 @@ def load_run(
 def plot_training_curve(history: list[dict], best_epoch: int, path: Path, title: str) -> None:
     """Loss and validation NDCG@10 (all tags and novel tags) per epoch, the selected epoch
     marked; epoch 0 is the untrained model (no loss yet)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     fig, loss_ax = plt.subplots(figsize=(7, 4), dpi=110)
     trained = [h for h in history if "loss" in h]
     loss_ax.plot(

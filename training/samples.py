@@ -21,7 +21,7 @@ from torch import Tensor
 
 from training import sve
 from training.data.processed import TRAIN, ProcessedDataset, SingleTagSamples
-from training.models import USES_SVE
+from training.model_names import USES_SVE
 
 
 @dataclass

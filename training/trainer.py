@@ -198,7 +198,7 @@ def train_model(
         model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
     )
     if isinstance(model, CTMVM):
-        pretrain_item_tags(model, samples, items, config, rng)
+        pretrain_item_tags(model, samples, items, config, rng, progress)
     valid = Evaluation(data, data.users_in("valid"))
     select = selection_score(config.get("selection_metric", SELECTION_METRIC))
     result = TrainResult(model, config)
@@ -207,13 +207,17 @@ def train_model(
     best_score, best_state, stale = select(first), copy.deepcopy(model.state_dict()), 0
     min_epochs = int(config.get("min_epochs", 0))
     started = time.perf_counter()
-    epochs = tqdm(range(1, config["epochs"] + 1), desc=f"train {name}", disable=not progress)
-    for epoch in epochs:
-        losses = _train_epoch(model, optimiser, samples, store, items, config, rng)
+    per_epoch = -(-len(samples) // config["batch_size"])
+    bar = tqdm(total=config["epochs"] * per_epoch, desc=f"train {name}", unit="batch",
+               disable=not progress or None, dynamic_ncols=True)  # fmt: skip
+    for epoch in range(1, config["epochs"] + 1):
+        bar.set_description(f"train {name} epoch {epoch}/{config['epochs']}")
+        losses = _train_epoch(model, optimiser, samples, store, items, config, rng, bar)
         scores = valid.metrics(model, store)
         record = {"epoch": epoch, **losses, **{f"valid_{k}": v for k, v in scores.items()}}
         result.history.append(record)
-        epochs.set_postfix(loss=f"{record['loss']:.4f}", valid=f"{select(scores):.4f}")
+        bar.set_postfix(loss=f"{record['loss']:.3f}", valid=f"{select(scores):.4f}",
+                        best_epoch=result.best_epoch)  # fmt: skip
         if select(scores) > best_score:
             best_score, best_state, stale = select(scores), copy.deepcopy(model.state_dict()), 0
             result.best_epoch = epoch
@@ -221,6 +225,8 @@ def train_model(
             stale += 1
             if stale >= config["patience"]:
                 break
+    bar.total = bar.n  # early stopping: the bar ends where training did
+    bar.close()
     result.train_seconds = time.perf_counter() - started
     model.load_state_dict(best_state)
     return result, store
@@ -232,6 +238,7 @@ def pretrain_item_tags(
     items: ItemStore,
     config: dict,
     rng: np.random.Generator,
+    progress: bool = False,
 ) -> None:
     """Learn P(tag | X_p) alone first (``CTMVM.item_tag_loss``): it is cheap (no user
     features) and needs far more steps than the main network can take before it overfits
@@ -248,7 +255,8 @@ def pretrain_item_tags(
     optimiser = torch.optim.Adam(parameters, lr=float(config.get("item_tag_lr", 0.01)))
     n_rows = int(config.get("item_tag_pretrain_rows", 1024))
     model.train()
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="P(tag | X_p) pre-training", unit="step",
+                  disable=not progress or None, dynamic_ncols=True, leave=False):  # fmt: skip
         pairs = item_tag_rows(samples, n_rows, samples.proposal.shape[0], config, rng)
         batch = {
             "item_privileged": items.gather(torch.as_tensor(pairs["item"], device=device)),
@@ -268,6 +276,7 @@ def _train_epoch(
     items: ItemStore,
     config: dict,
     rng: np.random.Generator,
+    bar: tqdm,
 ) -> dict[str, float]:
     """One pass over the train users in random batches; the mean loss and its parts."""
     model.train()
@@ -285,6 +294,7 @@ def _train_epoch(
         for key, value in {"loss": float(loss.detach()), **parts}.items():
             sums[key] = sums.get(key, 0.0) + value
         n += 1
+        bar.update(1)
     return {(k if k == "loss" else f"loss_{k}"): v / max(n, 1) for k, v in sums.items()}
 
 

@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from training.commands.train import add_common, model_config
 from training.data.processed import ProcessedDataset
-from training.models import MODELS
-from training.pipeline import run_training
+from training.model_names import MODELS
 from training.report import (
     ABLATION_CHAIN,
     PAIRED_METRICS,
@@ -36,7 +35,6 @@ from training.report import (
     render_markdown,
 )
 from training.runs import PER_USER_FILE, write_json
-from training.significance import paired_difference
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train and evaluate every (model, split, seed) into OUT/runs/, then write "
         "OUT/results.json (per-metric mean, sample std and per-run values), OUT/results.md "
         "(tables: metrics, improvement of ctmvm, ablation youtube -> sve -> sve_pkm -> "
-        "ctmvm, paired per-user comparisons with 95%% CIs and p-values, checks) and "
+        "ctmvm, paired per-user comparisons with 95% CIs and p-values, checks) and "
         "OUT/results.png (@10 bar chart).",
     )
     add_common(
@@ -167,6 +165,8 @@ def comparisons(models: list[str]) -> list[tuple[str, str]]:
 
 def paired(per_user: dict[str, dict[int, list[dict]]], models: list[str]) -> list[dict[str, Any]]:
     """User-level paired comparisons of the finished runs (``training.significance``)."""
+    from training.significance import paired_difference  # scipy.stats: only when reporting
+
     out = []
     for a, b in comparisons(models):
         if not per_user[a] or not per_user[b]:
@@ -193,6 +193,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.pipeline import run_training  # torch loads here, not for --help
+
     models = parse_models(args.models)
     seeds = parse_seeds(args.seeds)
     splits = load_splits(args.data)

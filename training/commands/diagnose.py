@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.runs import write_json
+from training.runs import write_json  # light: torch loads inside run()
 
 OUTPUT = "diagnose.json"
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from training.data.registry import DATASETS
+from training.data.errors import DataFormatError
+from training.data.registry import DATASETS, guess_dataset
 from training.protocol import CREDITS, ProtocolConfig, prepare_dataset
 
 _STEPS = (
@@ -108,15 +108,26 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
 
         step("load")
-        raw = spec.load(
-            args.path, users=args.users, items=args.items, tags=args.tags, seed=args.seed
-        )
+        try:
+            raw = spec.load(
+                args.path, users=args.users, items=args.items, tags=args.tags, seed=args.seed
+            )
+        except (FileNotFoundError, DataFormatError) as err:
+            guess = guess_dataset(args.path) if args.path is not None else None
+            if guess is None or guess == args.dataset:
+                raise
+            raise ValueError(f"{err}; {args.path} looks like --dataset {guess}") from err
         processed, stats = prepare_dataset(raw, config, family=spec.family, on_step=step)
         step("save")
         processed.save(args.out, stats)
         bar.n = len(_STEPS)
         bar.refresh()
     elapsed = time.perf_counter() - started
-    print(json.dumps(stats, indent=2))
-    print(f"wrote {args.out} in {elapsed:.1f}s")
+    print(
+        f"{stats['dataset']}: {stats['users']:,} users ({stats['train_users']:,} train, "
+        f"{stats['valid_users']:,} valid, {stats['test_users']:,} test), "
+        f"{stats['items']:,} items, {stats['tags']:,} tags, "
+        f"{stats['train_samples']:,} train samples"
+    )
+    print(f"wrote {args.out} in {elapsed:.1f}s (every count: {args.out / 'stats.json'})")
     return 0

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from training.config import family_config_path, load_config, resolve
 from training.data.processed import ProcessedDataset
-from training.models import MODELS
-from training.pipeline import run_training
+from training.model_names import MODELS
 
 
 def add_common(p: argparse.ArgumentParser, data_help: str | None = None) -> None:
@@ -53,6 +52,8 @@ def model_config(args: argparse.Namespace, data: ProcessedDataset, model: str) -
 
 
 def run(args: argparse.Namespace) -> int:
+    from training.pipeline import run_training  # torch loads here, not for --help
+
     data = ProcessedDataset.load(args.data)
     config = model_config(args, data, args.model)
     metrics = run_training(

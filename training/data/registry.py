@@ -102,3 +102,22 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
     )
 }
+
+
+SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("hetrec-movielens", ("user_taggedmovies-timestamps.dat", "user_taggedmovies.dat")),
+    ("hetrec-delicious", ("user_taggedbookmarks-timestamps.dat", "user_taggedbookmarks.dat")),
+    ("hetrec-lastfm", ("user_taggedartists-timestamps.dat", "user_taggedartists.dat")),
+    ("movielens", ("ratings.csv",)),
+    ("movielens-tags", ("tags.dat", "tags.csv")),
+)
+"""A file that only one layout has, most specific first (a MovieLens folder with ratings
+is ``movielens`` even though it has tags.csv too)."""
+
+
+def guess_dataset(path: Path) -> str | None:
+    """The ``--dataset`` whose files ``path`` holds, to suggest it when another was asked."""
+    for name, files in SIGNATURES:
+        if any((Path(path) / f).is_file() for f in files):
+            return name
+    return None

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from training.model_names import COUNTING, LEARNED, MODELS, USES_SVE
 from training.models.ctmvm import CTMVM
 from training.models.mlp import Dims, MainNetwork
 from training.models.utpm import UTPM
-
-MODELS = (
-    "mostpop", "userpop", "cooccur", "youtube_plain", "youtube", "utpm", "sve", "sve_pkm",
-    "ctmvm",
-)  # fmt: skip
-COUNTING = ("mostpop", "userpop", "cooccur")
-LEARNED = ("youtube_plain", "youtube", "utpm", "sve", "sve_pkm", "ctmvm")
-USES_SVE = ("sve", "sve_pkm", "ctmvm")
 
 
 def build_model(name: str, dims: Dims, config: dict) -> nn.Module:

@@ -111,7 +111,6 @@ class MainNetwork(nn.Module):
         if self.repeat_gate is not None:
             zero_(self.repeat_gate)
         self.negative_weight = float(config.get("negative_weight", 0.0))
-        self.listwise_head = int(config.get("listwise_head", 0))
         self.router = None
         if config.get("credit_method", "shapley") == "router":  # CAMN's learned credit
             self.router = CreditRouter(
@@ -172,7 +171,7 @@ class MainNetwork(nn.Module):
                 self.router, self.encoder(batch["user"]), self.encoder.tag,
                 batch["coalitions"], logits.shape[1],
             )  # fmt: skip
-        loss = listwise_loss(logits, targets, self.listwise_head)
+        loss = listwise_loss(logits, targets)
         parts["predict"] = float(loss.detach())
         if diversity is not None:
             loss = loss + self.router_diversity * diversity
