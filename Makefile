@@ -65,6 +65,8 @@ bench: install ## the benchmarks recorded in benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_prepare.py --shared $(SHARED)
 	$(BIN)/python benchmarks/bench_service.py --bundle $(DEMO_BUNDLE) --seconds 10 \
 		--out $(ARTIFACTS)/bench/service.json
+	$(BIN)/python benchmarks/bench_chaos.py --bundle $(DEMO_BUNDLE) --clients 1000 \
+		--redis embedded --out $(ARTIFACTS)/bench/chaos-embedded.json
 
 SPLITS ?= 0 1 2
 BENCH_SEEDS ?= 0,1,2

@@ -3,20 +3,29 @@
 Its lifespan owns every resource (:class:`~service.state.ServiceState`: the models, Redis,
 the A/B log); the routes live in :mod:`service.api.routes`, one ``APIRouter`` per
 resource, and reach those resources through the typed dependencies of
-:mod:`service.api.deps`.
+:mod:`service.api.deps`. Every error answer goes through the handlers of
+:mod:`service.api.errors` (one error model), every request body through the limit of
+:mod:`service.api.limits`, and the OpenAPI document through :mod:`service.api.openapi`.
 """
 
 import gc
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from functools import partial
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
 
-from service.api import ROUTERS, document_k_bound, validation_error
+from service.api import (
+    ROUTERS,
+    BodyLimit,
+    build_openapi,
+    http_error,
+    server_error,
+    validation_error,
+)
 from service.metrics import RequestTimer
 from service.settings import Settings
 from service.state import ServiceState
@@ -38,13 +47,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await state.stop()
 
 
-def openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus what comes from settings (the largest ``k``)."""
-    if app.openapi_schema is None:
-        document_k_bound(FastAPI.openapi(app), app.state.tagprofile.settings.max_k)
-    return app.openapi_schema
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: the ``TAGPROFILE_*`` environment)."""
     state = ServiceState(settings or Settings())
@@ -56,9 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.tagprofile = state
-    app.openapi = partial(openapi, app)
+    app.openapi = partial(build_openapi, app)
+    # the last added runs first: time everything, including the 413s of the body limit
+    app.add_middleware(BodyLimit, max_bytes=state.settings.max_body_bytes)
     app.add_middleware(RequestTimer, metrics=state.metrics)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, server_error)
     for router in ROUTERS:
         app.include_router(router)
     return app

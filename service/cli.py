@@ -147,9 +147,8 @@ def curl_examples(bundle: Bundle, host: str, port: int) -> str:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
     from service.app import create_app
+    from service.http import run
 
     bundle = load_bundle(settings.bundle)  # fail here, with the reason, not inside uvicorn
     if settings.experiments is not None:
@@ -158,7 +157,7 @@ def serve(settings: Settings) -> int:
         load_experiments(settings.experiments)  # ExperimentConfigError names file and key
     print(f"serving {settings.bundle} on http://{settings.host}:{settings.port}; try:")
     print(curl_examples(bundle, settings.host, settings.port), flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False)
+    run(create_app(settings), settings)
     return 0
 
 

@@ -18,7 +18,7 @@ class ServiceMetrics:
         r = self.registry
         self.request_seconds = Histogram(
             "tagprofile_request_seconds",
-            "HTTP request latency by route template",
+            "HTTP request latency by method, route template and status class",
             ["method", "route", "status"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -54,6 +54,19 @@ class ServiceMetrics:
         self.redis_up = Gauge(
             "tagprofile_redis_up", "1 when Redis answered the last call", registry=r
         )
+        self.events_durable = Gauge(
+            "tagprofile_redis_events_durable",
+            "1 when Redis keeps an append-only file (acknowledged events survive a crash)",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "tagprofile_redis_errors_total",
+            "failed Redis calls by kind: busy (every pooled connection stayed busy for the "
+            "pool timeout), timeout (no reply in time), refused (an error reply), down "
+            "(connection refused or broken: Redis is skipped for redis_retry_s)",
+            ["kind"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "tagprofile_model_info",
             "the model serving now (value 1)",
@@ -79,9 +92,26 @@ class ServiceMetrics:
         self.model_info.labels(version, provider).set(1)
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The HTTP methods with a label of their own; any other token (h11 accepts any) is
+``other``, so no client can add series."""
+
+
+def request_labels(method: str, route: Any, status: int) -> tuple[str, str, str]:
+    """Bounded labels of one request: a known method or ``other``, the route template or
+    ``unmatched``, the status class (``2xx``...)."""
+    template = getattr(route, "path", None) or "unmatched"
+    return (
+        method if method in KNOWN_METHODS else "other",
+        template,
+        f"{status // 100}xx" if 100 <= status < 600 else "other",
+    )
+
+
 class RequestTimer:
     """Pure ASGI middleware: latency per route template (``/users/{user_id}/tags``, not
-    per user), cheaper on the hot path than Starlette's BaseHTTPMiddleware."""
+    per user), cheaper on the hot path than Starlette's BaseHTTPMiddleware. Every label
+    is bounded (:func:`request_labels`): the series count does not grow with traffic."""
 
     def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -102,8 +132,5 @@ class RequestTimer:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.request_seconds.labels(scope["method"], template, str(status[0])).observe(
-                time.perf_counter() - start
-            )
+            labels = request_labels(scope["method"], scope.get("route"), status[0])
+            self.metrics.request_seconds.labels(*labels).observe(time.perf_counter() - start)

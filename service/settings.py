@@ -34,6 +34,25 @@ class Settings(BaseSettings):
     redis_retry_s: float = Field(
         1.0, ge=0, description="after a Redis failure, how long to skip Redis before retrying"
     )
+    redis_max_connections: int = Field(
+        256, ge=1, description="Redis connections in the pool; more requests wait for one"
+    )
+    redis_pool_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="how long a request waits for a free pooled connection (not an outage)",
+    )
+    require_durable_events: bool = Field(
+        False,
+        description="refuse events (503) while Redis would not keep them (no AOF); "
+        "false: accept them and warn",
+    )
+    event_fsync_timeout_s: float = Field(
+        2.0,
+        ge=0,
+        description="where Redis has WAITAOF (>= 7.2): how long an event waits for the AOF "
+        "fsync before 503; 0: do not wait",
+    )
     key_prefix: str = Field("tp:", min_length=1, description="prefix of every Redis key")
     profile_ttl_s: int = Field(3600, ge=1, description="lifetime of a cached profile")
     profile_ttl_jitter: float = Field(
@@ -50,9 +69,29 @@ class Settings(BaseSettings):
     feature_cache_size: int = Field(
         100_000, ge=0, description="users whose features are kept in memory for Redis outages"
     )
+    profile_memory_size: int = Field(
+        10_000, ge=0, description="recently served profiles kept in memory for Redis outages"
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1, description="largest request body; larger ones get 413 unread"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="serve: close a connection whose request head is not complete"
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="serve: close idle keep-alive connections")
+    bundle_root: Path | None = Field(
+        None,
+        description="/admin/reload loads only bundles under this directory; "
+        "unset: the configured bundle's parent",
+    )
     admin_token: SecretStr | None = Field(
         None, description="bearer token of the admin endpoints; unset: they are disabled"
     )
     experiments: Path | None = Field(None, description="A/B experiment configuration file")
     host: str = Field("127.0.0.1", description="serve: address to bind")
     port: int = Field(8000, ge=0, le=65535, description="serve: port to bind")
+
+    @property
+    def reload_root(self) -> Path:
+        """The directory ``/admin/reload`` may load bundles from (resolved)."""
+        return (self.bundle_root or self.bundle.resolve().parent).resolve()

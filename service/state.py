@@ -10,7 +10,8 @@ on the old model finishes on it and none mixes two versions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,31 +23,80 @@ from service.ab import ABStore, Experiment, load_experiments
 from service.metrics import ServiceMetrics
 from service.model import LoadedModel, Profiles, Serving, load_model
 from service.settings import Settings
-from service.store import Keys, RedisStore, redis_url
+from service.store import NOT_DURABLE, Endpoint, Keys, Persistence, RedisStore, redis_endpoint
 
 T = TypeVar("T")
+log = logging.getLogger("service")
 
 
 class ReloadError(Exception):
     """A bundle that could not be swapped in; the model serving before keeps serving."""
 
-    def __init__(self, serving_version: str, error: Exception) -> None:
+    def __init__(self, serving_version: str, error: Exception | str) -> None:
         super().__init__(f"reload failed, still serving {serving_version}: {error}")
+
+
+class ReloadConflict(ReloadError):
+    """The bundle is another model under a version already serving (see
+    :func:`check_versions`)."""
+
+
+class VersionConflict(ValueError):
+    """Two different models under one version: they would share cached profiles."""
+
+
+def check_versions(models: Iterable[LoadedModel]) -> None:
+    """Refuse models that announce one version but differ (graph or vocabularies): the
+    profile cache is keyed by version, so one would serve the other's profiles."""
+    seen: dict[str, LoadedModel] = {}
+    for model in models:
+        other = seen.setdefault(model.version, model)
+        if other.identity != model.identity:
+            raise VersionConflict(
+                f"model_version {model.version!r} is already used by another model "
+                f"({other.bundle.path}); give this model its own version"
+            )
 
 
 @dataclass(frozen=True)
 class ABTesting:
     """The running A/B test: the configured experiments, the models of the arms that name
-    their own bundle, and the event log, reached through the store's circuit breaker."""
+    their own bundle, and the event log, reached through the store's circuit breaker;
+    and what an acknowledged event requires of Redis's persistence."""
 
     experiments: Mapping[str, Experiment]
     arm_serving: Mapping[tuple[str, str], Serving]
     log: ABStore
     store: RedisStore
+    require_durable: bool = False
+    fsync_timeout_s: float = 2.0
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run an event-log operation; raises ``StoreUnavailable`` when Redis is down."""
         return await self.store.call(operation)
+
+    async def refusal(self) -> str | None:
+        """Why events must be refused now (durability required, Redis has no AOF), once
+        a probe of a new connection has told."""
+        if not self.require_durable:
+            return None
+        persistence = await self.store.current_persistence()
+        if persistence and persistence.events_durable:
+            return None
+        if persistence is None:
+            return "Redis persistence is not known yet (TAGPROFILE_REQUIRE_DURABLE_EVENTS)"
+        return (
+            "Redis has no append-only file, so an acknowledged event could be lost "
+            "(TAGPROFILE_REQUIRE_DURABLE_EVENTS)"
+        )
+
+    @property
+    def fsync_timeout_ms(self) -> int | None:
+        """How long an event waits for WAITAOF; None where the server cannot confirm."""
+        persistence = self.store.persistence
+        if persistence is None or not (persistence.aof and persistence.waitaof):
+            return None
+        return round(self.fsync_timeout_s * 1000) if self.fsync_timeout_s > 0 else None
 
 
 class ServiceState:
@@ -59,6 +109,7 @@ class ServiceState:
         self.store: RedisStore | None = None
         self.profiles: Profiles | None = None
         self.ab: ABTesting | None = None
+        self.endpoint: Endpoint | None = None
         self.reload_lock = asyncio.Lock()
 
     @property
@@ -86,27 +137,49 @@ class ServiceState:
         s = self.settings
         model = self.load(s.bundle)
         experiments = load_experiments(s.experiments) if s.experiments is not None else {}
-        arm_serving = {
-            (experiment.name, arm.name): self.serve(self.load(arm.bundle))
+        arm_models = {
+            (experiment.name, arm.name): self.load(arm.bundle)
             for experiment in experiments.values()
             for arm in experiment.arms
             if arm.bundle is not None
         }
-        url = stack.enter_context(redis_url(s.redis_url, s.redis_data_dir))
+        check_versions([model, *arm_models.values()])
+        arm_serving = {key: self.serve(arm_model) for key, arm_model in arm_models.items()}
+        self.endpoint = stack.enter_context(redis_endpoint(s.redis_url, s.redis_data_dir))
         store = RedisStore(
-            url,
+            self.endpoint.url,
             self.keys,
             timeout_s=s.redis_timeout_s,
             retry_s=s.redis_retry_s,
             feature_cache_size=s.feature_cache_size,
+            profile_memory_size=s.profile_memory_size,
+            max_connections=s.redis_max_connections,
+            pool_timeout_s=s.redis_pool_timeout_s,
         )
         store.on_state = lambda up: self.metrics.redis_up.set(int(up))
+        store.on_error = lambda kind: self.metrics.redis_errors.labels(kind).inc()
+        store.on_persistence = self.persistence_changed
         self.metrics.redis_up.set(int(await store.ping()))
+        await store.refresh_persistence()
         self.store = store
-        self.ab = ABTesting(experiments, arm_serving, ABStore(store.client, s.key_prefix), store)
+        self.ab = ABTesting(
+            experiments,
+            arm_serving,
+            ABStore(store.client, s.key_prefix),
+            store,
+            require_durable=s.require_durable_events,
+            fsync_timeout_s=s.event_fsync_timeout_s,
+        )
         self.profiles = Profiles(
             self.serve(model), store, self.metrics, s.profile_ttl_s, s.profile_ttl_jitter
         )
+
+    def persistence_changed(self, persistence: Persistence) -> None:
+        """Warn, loudly, whenever Redis (again) would lose acknowledged events."""
+        self.metrics.events_durable.set(int(persistence.events_durable))
+        if not persistence.events_durable:
+            url = self.store.url if self.store is not None else self.settings.redis_url
+            log.warning(NOT_DURABLE.format(url=url))
 
     async def stop(self) -> None:
         """Answer the queued model runs, then close Redis."""
@@ -129,6 +202,12 @@ class ServiceState:
             except Exception as error:  # any failure keeps the old model serving
                 self.metrics.reloads.labels("failed").inc()
                 raise ReloadError(previous.model.version, error) from None
+            arms = self.ab.arm_serving.values() if self.ab is not None else ()
+            try:
+                check_versions([model, previous.model, *(arm.model for arm in arms)])
+            except VersionConflict as error:
+                self.metrics.reloads.labels("failed").inc()
+                raise ReloadConflict(previous.model.version, error) from None
             current = self.serve(model)
             self.profiles = profiles.using(current)
             self.metrics.reloads.labels("ok").inc()

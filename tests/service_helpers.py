@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,15 +17,33 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import redis
+import uvicorn
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.http import server_config
 from service.jobs.load import load_into_redis
 from service.model.bundle import MANIFEST_NAME
 from service.settings import Settings
 from service.store.keys import Keys
 
 ADMIN = {"authorization": "Bearer test-admin-token"}
+
+EXPERIMENTS = """
+experiments:
+  - name: themes
+    salt: test-salt
+    control: popular
+    popular_by: ctr
+    arms:
+      - {name: popular, weight: 1, ranker: popular}
+      - {name: profile, weight: 1, ranker: profile}
+"""
+
+
+def write_experiments(path: Path, text: str = EXPERIMENTS) -> Path:
+    path.write_text(text)
+    return path
 
 
 def make_settings(bundle: Path, redis_url: str, **overrides: Any) -> Settings:
@@ -45,6 +65,34 @@ def client_for(settings: Settings, *, load_users: bool = True) -> Iterator[TestC
         load_users_into(settings)
     with TestClient(create_app(settings)) as client:
         yield client
+
+
+@contextmanager
+def served(settings: Settings, *, load_users: bool = True) -> Iterator[str]:
+    """The app under real uvicorn (the service's own server configuration) on loopback, in
+    a thread of this process; yields its base URL.
+
+    Port 0: the kernel picks a free port at bind time, so parallel test workers never
+    collide. The lifespan runs as in ``serve``.
+    """
+    if load_users:
+        load_users_into(settings)
+    app = create_app(settings)
+    config = server_config(app, settings, host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def load_users_into(settings: Settings) -> None:
@@ -86,30 +134,6 @@ def copy_with_version(bundle: Path, target: Path, version: str) -> Path:
 
 @contextmanager
 def live_server(settings: Settings) -> Iterator[str]:
-    """The app served over real HTTP by uvicorn in a thread; yields its base URL.
-
-    Port 0: the kernel picks a free port at bind time, so parallel test workers never
-    collide. The lifespan runs as in ``serve``.
-    """
-    import threading
-    import time
-
-    import uvicorn
-
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    """:func:`served` without loading the bundle's users (the caller has, or needs none)."""
+    with served(settings, load_users=False) as base:
+        yield base

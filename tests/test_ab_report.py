@@ -99,6 +99,26 @@ def test_a_lopsided_split_is_flagged_first_in_the_summary() -> None:
     assert '<div class="srm ok" id="srm">' in render_html(fine, pngs={})
 
 
+def test_the_page_names_the_run_its_unknown_arms_and_the_earlier_runs() -> None:
+    """The fields the API adds to a report (service.ab.runs) show on the page; a report
+    built from counters alone has none of them and shows no run."""
+    report = build_report(
+        experiment(),
+        {"popular": arm_counts(50, 0.1, seed=1), "profile": arm_counts(50, 0.1, seed=2)},
+    )
+    assert 'id="run"' not in render_html(report, pngs={})
+    served = {"users": 2, "impressions": 20, "clicks": 3}
+    report |= {
+        "run": {"id": "0123456789ab", "salt": "s", "arms": []},
+        "unknown_arms": {"ghost": served},
+        "other_runs": {"ba9876543210": {"salt": "old", "arms_served": {"popular": served}}},
+    }
+    page = render_html(report, pngs={})
+    assert '<p id="run">Run <code>0123456789ab</code>' in page
+    assert 'id="unknown-arms"' in page and "<td>ghost</td><td>2</td><td>20</td><td>3</td>" in page
+    assert "<td><code>ba9876543210</code></td><td>popular</td><td>2</td>" in page
+
+
 def test_segments_find_the_planted_effect_and_only_it() -> None:
     """An A/A pair of arms, except that 'profile' doubles the CTR in 'search'."""
     counts = {

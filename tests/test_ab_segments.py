@@ -129,3 +129,58 @@ def test_the_simulator_stops_when_exposures_are_not_logged(service_bundle, tmp_p
             truth = [(users(service_bundle)[0]["user_id"], {1: 1.0})]
             with pytest.raises(SimulationError, match="could not log the exposure"):
                 asyncio.run(simulate(base, "aa", truth, k=3, progress=False))
+
+
+def test_segment_counts_keep_to_the_run_and_the_event_id_rules(settings, service_bundle):
+    """Segments counted by the event log's run-keyed scripts: a retried event id adds no
+    segment click, an id reused for another event (409) counts nothing, a second click on
+    the same theme counts once; a new salt starts the segments of a new run from zero."""
+    user = users(service_bundle)[0]["user_id"]
+    body = {"user_id": user, "k": 3, "experiment": "themes", "segment": "search"}
+    with client_for(settings) as client:
+        ranking = client.post("/themes/rank", json=body).json()
+        shown = [theme["theme_id"] for theme in ranking["themes"]]
+
+        def post(event_id: str, theme: str):
+            return client.post("/events", json={"event_id": event_id, "type": "click",
+                                                "request_id": ranking["request_id"],
+                                                "theme_id": theme})  # fmt: skip
+
+        assert post("s1", shown[0]).json()["status"] == "accepted"
+        assert post("s1", shown[0]).json()["status"] == "duplicate"
+        assert post("s1", shown[1]).status_code == 409
+        assert post("s2", shown[0]).json()["status"] == "already_counted"
+        report = client.get("/experiments/themes/report").json()
+        page = client.get("/experiments/themes").text
+    arm = ranking["arm"]
+    totals = report["segments"]["search"]["arms"][arm]
+    assert (totals["users"], totals["impressions"], totals["clicks"]) == (1, 3, 1)
+    assert report["arms"][arm]["clicks"] == 1 and report["unknown_arms"] == {}
+    assert f"<code>{report['run']['id']}</code>" in page and 'id="segments"' in page
+
+    path = settings.experiments
+    path.write_text(EXPERIMENTS.replace("salt: test-salt", "salt: fresh-run"))
+    with client_for(settings, load_users=False) as client:
+        fresh = client.get("/experiments/themes/report").json()
+        page = client.get("/experiments/themes").text
+    assert fresh["run"]["id"] != report["run"]["id"]
+    assert all(
+        entry["arms"][name]["impressions"] == 0
+        for entry in fresh["segments"].values()
+        for name in entry["arms"]
+    )
+    earlier = fresh["other_runs"][report["run"]["id"]]["arms_served"]
+    assert earlier == {arm: {"users": 1, "impressions": 3, "clicks": 1}}
+    assert 'id="other-runs"' in page
+
+
+def test_the_openapi_document_states_each_experiments_segments(settings):
+    with client_for(settings, load_users=False) as client:
+        schema = client.get("/openapi.json").json()
+    request = schema["components"]["schemas"]["RankRequest"]
+    options = request["properties"]["segment"]["anyOf"]
+    assert {"type": "string", "enum": ["home", "search"]} in options
+    assert request["anyOf"][0] == {"properties": {"segment": {"type": "null"}}}
+    per_experiment = {o["properties"]["experiment"]["const"]: o for o in request["anyOf"][1:]}
+    assert set(per_experiment) == {"aa", "themes"}
+    assert per_experiment["themes"]["properties"]["segment"] == {"enum": ["home", "search"]}

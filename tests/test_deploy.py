@@ -202,6 +202,20 @@ def test_compose_builds_a_training_and_a_serving_image(services: dict[str, Any])
     assert {"train", "serve"} <= set(stages) and stages[-1] == "serve"  # serve: the default
 
 
+def test_compose_redis_keeps_acknowledged_events(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    redis = services["redis"]
+    cmd = command(redis)
+    assert option(cmd, "--appendonly") == "yes", f"the A/B log must be durable: {cmd}"
+    assert option(cmd, "--appendfsync") in ("always", "everysec")
+    mounts = [str(v).split(":")[:2] for v in redis.get("volumes", [])]
+    volumes = compose.get("volumes") or {}
+    on_volume = any(target == "/data" and source in volumes for source, target in mounts)
+    assert on_volume, f"the AOF must live on a named volume: {mounts}"
+    assert environment(services["api"])["TAGPROFILE_REQUIRE_DURABLE_EVENTS"] == "true"
+
+
 def test_compose_shares_artifacts_volume(compose: dict[str, Any], services: dict) -> None:
     assert "artifacts" in (compose.get("volumes") or {})
     for name in APP_SERVICES:

@@ -265,7 +265,7 @@ def test_reload_swaps_versions_and_a_corrupt_bundle_keeps_the_old_one(
         model.seek(100)
         model.write(b"\x00" * 64)
     newer = copy_with_version(service_bundle, tmp_path / "newer", "ctmvm-newer")
-    with client_for(settings) as client:
+    with client_for(settings.model_copy(update={"bundle_root": tmp_path})) as client:
         before = client.get("/readyz").json()["model_version"]
         failed = client.post("/admin/reload", json={"bundle": str(corrupt)}, headers=ADMIN)
         assert failed.status_code == 422
@@ -273,7 +273,7 @@ def test_reload_swaps_versions_and_a_corrupt_bundle_keeps_the_old_one(
         assert client.get("/readyz").json()["model_version"] == before
         assert client.get(f"/users/{user}/tags").json()["model_version"] == before
         missing = client.post("/admin/reload", json={"bundle": str(tmp_path / "no")}, headers=ADMIN)
-        assert missing.status_code == 422
+        assert missing.status_code == 404 and missing.json()["errors"][0]["field"] == "bundle"
         swapped = client.post("/admin/reload", json={"bundle": str(newer)}, headers=ADMIN)
         assert swapped.status_code == 200
         assert swapped.json() == {
@@ -283,7 +283,7 @@ def test_reload_swaps_versions_and_a_corrupt_bundle_keeps_the_old_one(
         }
         body = client.get(f"/users/{user}/tags").json()
         assert body["model_version"] == "ctmvm-newer" and body["cached"] is False
-        assert 'tagprofile_reloads_total{outcome="failed"} 2.0' in client.get("/metrics").text
+        assert 'tagprofile_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
 
 
 def test_health_readiness_metrics_and_docs(settings, service_bundle):

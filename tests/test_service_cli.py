@@ -125,7 +125,7 @@ def test_serve_runs_uvicorn_with_an_embedded_redis_shared_with_load(service_bund
         )  # fmt: skip
         assert loader.returncode == 0, loader.stderr
         assert httpx.get(f"{base}/users/{user}/tags").json()["source"] == "model"
-        redis_url = (data_dir / URL_FILE).read_text().strip()
+        redis_url = (data_dir / URL_FILE).read_text().splitlines()[0]
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)

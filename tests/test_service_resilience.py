@@ -36,10 +36,10 @@ def test_redis_outage_keeps_answering_and_recovers_by_itself(service_bundle, tmp
             during = client.get(f"/users/{known}/tags")
             assert during.status_code == 200
             body = during.json()
-            assert body["cached"] is False and body["source"] == "model"  # features from memory
+            assert body["cached"] is False and body["source"] == "memory"  # from memory
             assert body["tags"] == expected["tags"]
             cold = client.get(f"/users/{stranger}/tags").json()
-            assert cold["source"] == "popular" and cold["cached"] is False
+            assert cold["source"] == "fallback" and cold["cached"] is False
             assert client.post("/themes/rank", json={"user_id": known}).status_code == 200
             ready = client.get("/readyz")
             assert ready.status_code == 200
@@ -92,7 +92,7 @@ def test_app_without_a_redis_url_runs_an_embedded_redis_and_stops_it(service_bun
     settings = make_settings(service_bundle, None, redis_data_dir=data_dir)
     assert settings.redis_url is None
     with client_for(settings, load_users=False) as client:
-        url = (data_dir / URL_FILE).read_text().strip()
+        url = (data_dir / URL_FILE).read_text().splitlines()[0]
         assert redis.Redis.from_url(url).ping()
         assert client.get("/readyz").json()["redis"] == "up"
         user = "someone"
@@ -105,3 +105,24 @@ def test_app_without_a_redis_url_runs_an_embedded_redis_and_stops_it(service_bun
     except redis.ConnectionError:
         pass
     assert any(data_dir.glob("appendonly*")), "no persistence files in the data directory"
+
+
+def test_during_an_outage_known_users_get_their_own_profile_marked(service_bundle, tmp_path):
+    hit_only, ranked, unseen = (r["user_id"] for r in users(service_bundle)[:3])
+    with EmbeddedRedis(tmp_path / "redis", persistence=True) as server:
+        settings = make_settings(service_bundle, server.url, redis_retry_s=5, redis_timeout_s=0.3)
+        with client_for(settings) as warm:  # another replica computed and cached it
+            expected = warm.get(f"/users/{hit_only}/tags").json()
+        with client_for(settings, load_users=False) as client:
+            assert client.get(f"/users/{hit_only}/tags").json()["cached"] is True  # a hit
+            ranking = client.post("/themes/rank", json={"user_id": ranked, "k": 3}).json()
+            server.stop()
+            during = client.get(f"/users/{hit_only}/tags").json()
+            assert during["source"] == "memory" and during["tags"] == expected["tags"]
+            assert during["cached"] is False
+            again = client.post("/themes/rank", json={"user_id": ranked, "k": 3}).json()
+            assert again["source"] == "memory" and again["themes"] == ranking["themes"]
+            # a known user this replica never served: cold-start tags, but not "popular"
+            assert client.get(f"/users/{unseen}/tags").json()["source"] == "fallback"
+            assert client.get("/users/never-seen/tags").json()["source"] == "fallback"
+            server.start()

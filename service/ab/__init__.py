@@ -10,15 +10,18 @@ from service.ab.assignment import BUCKETS, arm_ranges, assign, bucket
 from service.ab.eventlog import (
     ACCEPTED,
     ALREADY_COUNTED,
+    CONFLICT,
     DUPLICATE_EVENT,
     ABStore,
     ArmCounts,
     Exposure,
+    Recorded,
 )
 from service.ab.experiments import Arm, Experiment, ExperimentConfigError, load_experiments
 from service.ab.files import write_report
 from service.ab.page import render_html
 from service.ab.report import build_report
+from service.ab.runs import run_config, run_id
 from service.ab.sequential import SequentialLift, sequential_lift
 from service.ab.simulate import (
     ClickModel,
@@ -38,6 +41,7 @@ __all__ = [
     "ACCEPTED",
     "ALREADY_COUNTED",
     "BUCKETS",
+    "CONFLICT",
     "DUPLICATE_EVENT",
     "ABStore",
     "Arm",
@@ -49,6 +53,7 @@ __all__ = [
     "Exposure",
     "Lift",
     "Plant",
+    "Recorded",
     "SampleRatio",
     "SequentialLift",
     "SimulationError",
@@ -66,6 +71,8 @@ __all__ = [
     "pick_users",
     "read_truth",
     "render_html",
+    "run_config",
+    "run_id",
     "sample_ratio_check",
     "sequential_lift",
     "simulate",

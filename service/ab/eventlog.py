@@ -2,21 +2,33 @@
 to ``/events``, and the per-user counters the report is computed from.
 
 Everything lives in Redis (not in the API process), so several API replicas share one
-experiment. Keys, under ``{prefix}ab:``:
+experiment. Counters are kept per *run* (:mod:`service.ab.runs`: the experiment's salt
+and arms), so a changed configuration starts from zero instead of adding to old counts.
+Keys, under ``{prefix}ab:``:
 
-- ``req:{request_id}`` hash: experiment, arm, user, shown theme ids (JSON); a TTL bounds
-  how late an event may arrive;
-- ``{experiment}:exposures`` / ``{experiment}:events`` streams: the raw log;
-- ``{experiment}:imps:{arm}`` / ``{experiment}:clicks:{arm}`` hashes: user -> count;
-- ``{experiment}:pos:{arm}`` hash: ``imp:{p}``, ``click:{p}``, ``view:{p}`` per position;
-- ``{experiment}:ts:{arm}`` hash: ``{minute}:imp`` / ``{minute}:click`` for the time plot;
-- ``{experiment}:seg-imps:{arm}`` / ``{experiment}:seg-clicks:{arm}`` hashes:
+- ``req:{request_id}`` hash: experiment, run, arm, user, shown theme ids (JSON) and,
+  for a ranking requested with a segment, the segment; a TTL bounds how late an event
+  may arrive;
+- ``{experiment}:runs`` hash: run id -> its configuration (JSON), every run seen;
+- ``{experiment}:{run}:arms`` set: the arms that served exposures in the run;
+- ``{experiment}:{run}:exposures`` / ``{experiment}:{run}:events`` streams: the raw log;
+- ``{experiment}:{run}:imps:{arm}`` / ``{experiment}:{run}:clicks:{arm}`` hashes:
+  user -> count;
+- ``{experiment}:{run}:pos:{arm}`` hash: ``imp:{p}``, ``click:{p}``, ``view:{p}`` per
+  position;
+- ``{experiment}:{run}:ts:{arm}`` hash: ``{minute}:imp`` / ``{minute}:click`` for the time
+  plot;
+- ``{experiment}:{run}:seg-imps:{arm}`` / ``{experiment}:{run}:seg-clicks:{arm}`` hashes:
   ``{segment}|{user}`` -> count, for rankings requested with a segment (the report's
   per-segment breakdown; ``|`` is in neither a segment name nor a user id);
-- ``event:{event_id}``: seen event ids (idempotency).
+- ``event:{event_id}``: the payload (request, type, theme) an event id was first used for:
+  the same id with the same payload is a duplicate, with another payload a conflict.
 
-An exposure is written in one MULTI transaction; an event by one Lua script that checks
-the event id, then counts at most one click per (request, theme), all or nothing.
+An exposure is written by one Lua script (all or nothing, once per request id, so a retry
+after a lost reply counts it once); an event by another that checks the event id, then
+counts at most one click per (request, theme). Where the server has WAITAOF (Redis 7.2+)
+an event's script is followed, on the same connection, by ``WAITAOF 1 0 timeout``: the
+event is acknowledged only once it is in the append-only file on disk.
 """
 
 from __future__ import annotations
@@ -31,21 +43,55 @@ import redis.asyncio as aioredis
 STREAM_MAXLEN = 1_000_000
 REQUEST_TTL_S = 7 * 24 * 3600
 
+_LOG_EXPOSURE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'experiment', ARGV[1], 'run', ARGV[2], 'arm', ARGV[3],
+  'user', ARGV[4], 'themes', ARGV[5])
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'segment', ARGV[12]) end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'request_id', ARGV[9],
+  'user', ARGV[4], 'arm', ARGV[3], 'themes', ARGV[5])
+local n = tonumber(ARGV[6])
+redis.call('HINCRBY', KEYS[3], ARGV[4], n)
+for p = 0, n - 1 do redis.call('HINCRBY', KEYS[4], 'imp:' .. p, 1) end
+redis.call('HINCRBY', KEYS[5], ARGV[7] .. ':imp', n)
+redis.call('HSETNX', KEYS[6], ARGV[2], ARGV[11])
+redis.call('SADD', KEYS[7], ARGV[3])
+if ARGV[12] ~= '' then redis.call('HINCRBY', KEYS[8], ARGV[13], n) end
+return 1
+"""
+
 _RECORD_EVENT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then return 0 end
+local previous = redis.call('GET', KEYS[1])
+if previous then
+  if previous == ARGV[10] or previous == '1' then return 0 end
+  return 3
+end
+redis.call('SET', KEYS[1], ARGV[10], 'EX', ARGV[7])
 local field = (ARGV[2] == 'click') and 'click:' or 'view:'
 if redis.call('HSETNX', KEYS[2], field .. ARGV[3], '1') == 0 then return 2 end
 if ARGV[2] == 'click' then
   redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
   redis.call('HINCRBY', KEYS[5], ARGV[6] .. ':click', 1)
-  if ARGV[10] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[10], 1) end
+  if ARGV[11] ~= '' then redis.call('HINCRBY', KEYS[7], ARGV[11], 1) end
 end
 redis.call('HINCRBY', KEYS[4], field .. ARGV[4], 1)
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', 'event_id', ARGV[1],
   'request_id', ARGV[8], 'type', ARGV[2], 'theme_id', ARGV[3], 'user', ARGV[5])
 return 1
 """
-ACCEPTED, DUPLICATE_EVENT, ALREADY_COUNTED = 1, 0, 2
+ACCEPTED, DUPLICATE_EVENT, ALREADY_COUNTED, CONFLICT = 1, 0, 2, 3
+"""Outcomes of an event; an event id seen before with ``'1'`` (written before ids were
+tied to their payload) counts as a duplicate."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What became of an event: the outcome, and whether Redis confirmed it on disk
+    (None where it was not asked: no WAITAOF, or waiting disabled)."""
+
+    outcome: int
+    on_disk: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +102,7 @@ class Exposure:
     arm: str
     user_id: str
     theme_ids: tuple[str, ...]
+    run: str = ""  # the experiment's run id ("": logged before runs existed)
     segment: str | None = None
     """The request's scenario or user segment (declared by the experiment), if any."""
 
@@ -83,41 +130,51 @@ class ABStore:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = f"{prefix}ab:"
+        self._log_exposure = client.register_script(_LOG_EXPOSURE)
         self._record_event = client.register_script(_RECORD_EVENT)
 
-    def _key(self, experiment: str, name: str) -> str:
-        return f"{self.prefix}{experiment}:{name}"
+    def _key(self, experiment: str, run: str, name: str) -> str:
+        return f"{self.prefix}{experiment}:{run}:{name}"
+
+    def _runs_key(self, experiment: str) -> str:
+        return f"{self.prefix}{experiment}:runs"
 
     def _request_key(self, request_id: str) -> str:
         return f"{self.prefix}req:{request_id}"
 
     async def log_exposure(
-        self, request_id: str, exposure: Exposure, now: float | None = None
+        self, request_id: str, exposure: Exposure, run_config: dict, now: float | None = None
     ) -> None:
-        """Record a served ranking: raises on any Redis failure (nothing half-written)."""
+        """Record a served ranking under its run: raises on any Redis failure (nothing
+        half-written); a second call for the same request id changes nothing."""
         minute = int((now or time.time()) // 60)
-        exp, arm, user = exposure.experiment, exposure.arm, exposure.user_id
-        themes = orjson.dumps(list(exposure.theme_ids))
-        n = len(exposure.theme_ids)
-        async with self.client.pipeline(transaction=True) as pipe:
-            request_key = self._request_key(request_id)
-            request = {"experiment": exp, "arm": arm, "user": user, "themes": themes}
-            if exposure.segment is not None:
-                request["segment"] = exposure.segment
-                pipe.hincrby(self._key(exp, f"seg-imps:{arm}"), exposure.segment_field, n)
-            pipe.hset(request_key, mapping=request)
-            pipe.expire(request_key, REQUEST_TTL_S)
-            pipe.xadd(
-                self._key(exp, "exposures"),
-                {"request_id": request_id, "user": user, "arm": arm, "themes": themes},
-                maxlen=STREAM_MAXLEN,
-                approximate=True,
-            )
-            pipe.hincrby(self._key(exp, f"imps:{arm}"), user, n)
-            for position in range(n):
-                pipe.hincrby(self._key(exp, f"pos:{arm}"), f"imp:{position}", 1)
-            pipe.hincrby(self._key(exp, f"ts:{arm}"), f"{minute}:imp", n)
-            await pipe.execute()
+        exp, run, arm, user = exposure.experiment, exposure.run, exposure.arm, exposure.user_id
+        keys = [
+            self._request_key(request_id),
+            self._key(exp, run, "exposures"),
+            self._key(exp, run, f"imps:{arm}"),
+            self._key(exp, run, f"pos:{arm}"),
+            self._key(exp, run, f"ts:{arm}"),
+            self._runs_key(exp),
+            self._key(exp, run, "arms"),
+            self._key(exp, run, f"seg-imps:{arm}"),
+        ]
+        args = [
+            exp,
+            run,
+            arm,
+            user,
+            orjson.dumps(list(exposure.theme_ids)),
+            len(exposure.theme_ids),
+            minute,
+            REQUEST_TTL_S,
+            request_id,
+            STREAM_MAXLEN,
+            orjson.dumps({**run_config, "first_seen": int(now or time.time())}),
+            exposure.segment or "",
+            exposure.segment_field,
+        ]
+        await self._log_exposure(keys=keys, args=args)
 
     async def exposure(self, request_id: str) -> Exposure | None:
         fields = await self.client.hgetall(self._request_key(request_id))
@@ -128,6 +185,7 @@ class ABStore:
             arm=fields[b"arm"].decode(),
             user_id=fields[b"user"].decode(),
             theme_ids=tuple(orjson.loads(fields[b"themes"])),
+            run=fields.get(b"run", b"").decode(),
             segment=fields[b"segment"].decode() if b"segment" in fields else None,
         )
 
@@ -138,49 +196,93 @@ class ABStore:
         kind: str,
         exposure: Exposure,
         position: int,
+        *,
+        fsync_timeout_ms: int | None = None,
         now: float | None = None,
-    ) -> int:
-        """ACCEPTED, DUPLICATE_EVENT (event id seen before) or ALREADY_COUNTED (a second
-        click on the same theme of the same request: logged once, counted once)."""
+    ) -> Recorded:
+        """ACCEPTED, DUPLICATE_EVENT (this event id, this payload, seen before), CONFLICT
+        (this event id was used for another payload: nothing counted) or ALREADY_COUNTED
+        (a second click on the same theme of the same request: logged once, counted
+        once). With ``fsync_timeout_ms``, also whether the AOF confirmed it (WAITAOF)."""
         minute = int((now or time.time()) // 60)
-        exp, arm = exposure.experiment, exposure.arm
+        exp, run, arm = exposure.experiment, exposure.run, exposure.arm
+        theme_id = exposure.theme_ids[position]
         keys = [
             f"{self.prefix}event:{event_id}",
             self._request_key(request_id),
-            self._key(exp, f"clicks:{arm}"),
-            self._key(exp, f"pos:{arm}"),
-            self._key(exp, f"ts:{arm}"),
-            self._key(exp, "events"),
-            self._key(exp, f"seg-clicks:{arm}"),
+            self._key(exp, run, f"clicks:{arm}"),
+            self._key(exp, run, f"pos:{arm}"),
+            self._key(exp, run, f"ts:{arm}"),
+            self._key(exp, run, "events"),
+            self._key(exp, run, f"seg-clicks:{arm}"),
         ]
+        payload = orjson.dumps([request_id, kind, theme_id])
         args = [
             event_id,
             kind,
-            exposure.theme_ids[position],
+            theme_id,
             position,
             exposure.user_id,
             minute,
             REQUEST_TTL_S,
             request_id,
             STREAM_MAXLEN,
+            payload,
             exposure.segment_field,
         ]
-        return int(await self._record_event(keys=keys, args=args))
+        if fsync_timeout_ms is None:
+            return Recorded(int(await self._record_event(keys=keys, args=args)))
+        # one connection for both: WAITAOF waits for this connection's last write
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._record_event(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAITAOF", 1, 0, fsync_timeout_ms)
+            outcome, acks = await pipe.execute(raise_on_error=False)
+        if isinstance(outcome, Exception):
+            raise outcome
+        # an error instead of acks: the AOF was switched off since persistence was probed
+        return Recorded(int(outcome), on_disk=not isinstance(acks, Exception) and acks[0] >= 1)
 
-    async def counts(self, experiment: str, arms: Sequence[str]) -> dict[str, ArmCounts]:
-        """Every arm's counters, read in one pipelined round trip."""
+    async def counts(
+        self, experiment: str, run: str, arms: Sequence[str]
+    ) -> tuple[dict[str, ArmCounts], dict[str, ArmCounts]]:
+        """Counters of the run's configured arms, and of any other arm that served
+        exposures in the run (unknown to the configuration), in pipelined round trips."""
+        seen = {m.decode() for m in await self.client.smembers(self._key(experiment, run, "arms"))}
+        unknown = sorted(seen - set(arms))
+        every = [*arms, *unknown]
         names = ("imps", "clicks", "pos", "ts", "seg-imps", "seg-clicks")
         async with self.client.pipeline(transaction=False) as pipe:
-            for arm in arms:
+            for arm in every:
                 for name in names:
-                    pipe.hgetall(self._key(experiment, f"{name}:{arm}"))
+                    pipe.hgetall(self._key(experiment, run, f"{name}:{arm}"))
             replies = await pipe.execute()
 
         def ints(fields: dict[bytes, bytes]) -> dict[str, int]:
             return {key.decode(): int(value) for key, value in fields.items()}
 
         width = len(names)
-        return {
+        counted = {
             arm: ArmCounts(*(ints(replies[width * i + j]) for j in range(width)))
-            for i, arm in enumerate(arms)
+            for i, arm in enumerate(every)
+        }
+        return {a: counted[a] for a in arms}, {a: counted[a] for a in unknown}
+
+    async def runs(self, experiment: str) -> dict[str, dict]:
+        """Every run of the experiment seen in the log: run id -> its configuration."""
+        fields = await self.client.hgetall(self._runs_key(experiment))
+        return {run.decode(): orjson.loads(config) for run, config in fields.items()}
+
+    async def run_totals(self, experiment: str, run: str) -> dict[str, dict[str, int]]:
+        """Per arm that served in ``run``: its users, impressions and clicks."""
+        arms = sorted(
+            m.decode() for m in await self.client.smembers(self._key(experiment, run, "arms"))
+        )
+        configured, _ = await self.counts(experiment, run, arms)
+        return {
+            arm: {
+                "users": len(c.impressions),
+                "impressions": sum(c.impressions.values()),
+                "clicks": sum(c.clicks.values()),
+            }
+            for arm, c in configured.items()
         }

@@ -44,6 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from service.ab import assignment
+from service.ab.runs import run_config, run_id
 
 __all__ = ["Arm", "Experiment", "ExperimentConfigError", "load_experiments"]
 
@@ -99,6 +100,8 @@ class Experiment(BaseModel):
     breaks every arm down by them. Declared, so that clients cannot grow the log's keys."""
 
     _ranges: list[tuple[str, int, int]] = PrivateAttr(default_factory=list)
+    _run: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _run_id: str = PrivateAttr("")
 
     @field_validator("arms")
     @classmethod
@@ -135,8 +138,21 @@ class Experiment(BaseModel):
         return self
 
     def model_post_init(self, context: Any, /) -> None:
-        """Bucket ranges are computed once: they are needed on every request."""
+        """Bucket ranges and the run id are computed once: every request needs them."""
         self._ranges = assignment.arm_ranges([(arm.name, arm.weight) for arm in self.arms])
+        self._run = run_config(self.salt, [(a.name, a.weight, a.ranker) for a in self.arms])
+        self._run_id = run_id(self._run)
+
+    @property
+    def run_id(self) -> str:
+        """The id of this configuration (salt and arms), under which its counts are kept
+        (see :mod:`service.ab.runs`)."""
+        return self._run_id
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """The configuration the run id is the hash of."""
+        return dict(self._run)
 
     @property
     def ranges(self) -> list[tuple[str, int, int]]:

@@ -1,6 +1,8 @@
 """The report as one self-contained HTML page: verdicts, the sample-ratio check (red when
 it fails), per-arm and per-segment tables, CTR by position, and the figures embedded as
-``data:`` URIs, so a saved copy opens anywhere, with no server and no network.
+``data:`` URIs, so a saved copy opens anywhere, with no server and no network. A report
+from the API also names its run, and lists arms outside the configuration and earlier
+runs (:mod:`service.ab.runs`).
 
 The report's JSON is embedded too (a download link), and a page served by the API also
 links to the live JSON by its absolute URL.
@@ -73,6 +75,45 @@ def _srm_block(srm: dict[str, Any]) -> str:
         f'<div class="srm ok" id="srm">Sample ratio check passed: users per arm {observed}; '
         f"expected {expected} ({stats}; flagged below p = {srm['threshold']}).</div>"
     )
+
+
+def _served_cells(totals: dict[str, int]) -> str:
+    return f"<td>{totals['users']}</td><td>{totals['impressions']}</td><td>{totals['clicks']}</td>"
+
+
+def _runs_block(report: dict[str, Any]) -> str:
+    """The run this report covers, arms that served in it unconfigured, earlier runs."""
+    run = report.get("run")
+    if not run:
+        return ""  # built from counters alone (not through the API): no run to name
+    parts = [
+        f'<p id="run">Run <code>{_esc(run["id"])}</code> (the hash of the salt and the '
+        "arms: another salt or other arms start a new run, from zero).</p>"
+    ]
+    unknown = report.get("unknown_arms") or {}
+    if unknown:
+        rows = "".join(
+            f"<tr><td>{_esc(arm)}</td>{_served_cells(totals)}</tr>"
+            for arm, totals in unknown.items()
+        )
+        parts.append(
+            '<div class="srm bad" id="unknown-arms">Arms that served exposures in this run '
+            "but are not in the configuration (not part of the statistics above):"
+            "<table><tr><th>arm</th><th>users</th><th>impressions</th><th>clicks</th></tr>"
+            f"{rows}</table></div>"
+        )
+    others = report.get("other_runs") or {}
+    if others:
+        rows = "".join(
+            f"<tr><td><code>{_esc(run_id)}</code></td><td>{_esc(arm)}</td>{_served_cells(t)}</tr>"
+            for run_id, entry in others.items()
+            for arm, t in (entry.get("arms_served") or {}).items()
+        )
+        parts.append(
+            '<h2>Other runs</h2><table id="other-runs"><tr><th>run</th><th>arm</th>'
+            f"<th>users</th><th>impressions</th><th>clicks</th></tr>{rows}</table>"
+        )
+    return "\n".join(parts)
 
 
 def _arms_table(report: dict[str, Any], colours: dict[str, str]) -> str:
@@ -194,6 +235,7 @@ def render_html(
 <body><h1>Experiment {title}</h1>
 <p>control: {_esc(report["control"])}; generated {_esc(report["generated_at"])};
 {" · ".join(links)}</p>
+{_runs_block(report)}
 {_srm_block(report["srm"])}
 <ul id="summary">{verdicts}</ul>
 <h2>Arms</h2>{_arms_table(report, colours)}

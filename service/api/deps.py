@@ -10,10 +10,14 @@ would add a thread-pool hop.
 """
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.api.errors import ApiError
 from service.metrics import ServiceMetrics
 from service.model import Profiles
 from service.settings import Settings
@@ -42,7 +46,7 @@ async def get_profiles(request: Request) -> Profiles:
     it atomically, so a request never mixes two models)."""
     profiles = _state(request).profiles
     if profiles is None:
-        raise HTTPException(503, "no model loaded yet")
+        raise ApiError(503, "model", "no model loaded yet")
     return profiles
 
 
@@ -59,17 +63,45 @@ ProfilesDep = Annotated[Profiles, Depends(get_profiles)]
 ABDep = Annotated[ABTesting, Depends(get_ab)]
 
 
-async def require_admin(
-    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
+def check_admin(settings: Settings, authorization: str | None) -> None:
     """403 while no admin token is configured; 401 unless ``Bearer <token>`` matches."""
     token = settings.admin_token
     if token is None:
-        raise HTTPException(403, "admin endpoints are disabled: set TAGPROFILE_ADMIN_TOKEN")
+        raise ApiError(
+            403, "authorization", "admin endpoints are disabled: set TAGPROFILE_ADMIN_TOKEN"
+        )
     expected = f"Bearer {token.get_secret_value()}".encode()
     if authorization is None or not secrets.compare_digest(authorization.encode(), expected):
-        raise HTTPException(
+        raise ApiError(
             401,
-            "header Authorization: expected 'Bearer <admin token>'",
+            "authorization",
+            "expected header 'Authorization: Bearer <admin token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+class AdminRoute(APIRoute):
+    """A route that authenticates before anything else: FastAPI reads and parses a body
+    before it solves dependencies, so a dependency alone would let an unauthenticated
+    client make the server buffer and parse whatever it sends."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def authenticated(request: Request) -> Response:
+            check_admin(_state(request).settings, request.headers.get("authorization"))
+            return await handler(request)
+
+        return authenticated
+
+
+bearer = HTTPBearer(auto_error=False, description="TAGPROFILE_ADMIN_TOKEN")
+
+
+async def require_admin(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """The admin check again (:class:`AdminRoute` did it first); declares the bearer
+    scheme in the OpenAPI document."""
+    check_admin(_state(request).settings, request.headers.get("authorization"))

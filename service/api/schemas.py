@@ -28,7 +28,12 @@ class UserTags(BaseModel):
     model_version: str
     tags: list[TagScore]
     cached: bool
-    source: str = Field(description="'model', or 'popular' for a user without features")
+    source: Literal["model", "popular", "memory", "fallback"] = Field(
+        description="'model': the user's profile; 'popular': cold-start tags of a user "
+        "without features; 'memory': Redis is unreachable, the user's own profile from "
+        "this process's memory; 'fallback': Redis is unreachable and this process has "
+        "nothing for the user, cold-start tags (the user may be known)"
+    )
 
 
 class RankRequest(BaseModel):
@@ -81,8 +86,9 @@ class RankResponse(BaseModel):
     arm: str | None = Field(description="the experiment arm; null without an experiment")
     bucket: int | None = Field(None, description="the user's bucket in [0, 10000)")
     model_version: str
-    source: str = Field(
-        description="'model' or 'popular' (user scores), 'statistics' (popular ranker)"
+    source: Literal["model", "popular", "memory", "fallback", "statistics"] = Field(
+        description="where the user's scores came from ('model', 'popular', 'memory', "
+        "'fallback': as in GET /users/{user_id}/tags), or 'statistics' (popular ranker)"
     )
     exposure_logged: bool | None = Field(
         None, description="false when the exposure could not be stored (Redis down)"
@@ -133,4 +139,13 @@ class Readiness(BaseModel):
     provider: str | None
     redis: str
     themes: int
+    persistence: dict[str, Any] | None = Field(
+        None,
+        description="what Redis does with writes: redis_version, appendonly, appendfsync, "
+        "waitaof, events_durable (an acknowledged event survives a Redis crash), "
+        "events_fsync_confirmed (each event waits for WAITAOF); null while unknown",
+    )
+    events_refused: str | None = Field(
+        None, description="why POST /events answers 503 now (TAGPROFILE_REQUIRE_DURABLE_EVENTS)"
+    )
     details: dict[str, Any] = {}

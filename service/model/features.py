@@ -9,23 +9,44 @@ Weights are normalised to sum to 1, as training builds them. Records are validat
 on the way in (every problem names its field and position) and again cheaply before
 scoring, since a record written for another vocabulary must never reach onnxruntime with
 an out-of-range id.
+
+Ids only mean something in the vocabulary they were written for: tag 17 of one model is
+another tag, or none, in a model trained on other data, and ids that merely fall inside
+the other model's range would be scored as if they meant the same. So a validated record
+carries the fingerprint of its model's vocabularies (``_vocabulary``), and a record is
+scored only by a model with the same fingerprint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.model.bundle import Manifest
 
-Record = dict[str, list[Any]]
-"""A validated record: every input name of the model maps to a list (bags may be empty)."""
+Record = dict[str, Any]
+"""A validated record: every input name of the model maps to a list (bags may be empty),
+and ``_vocabulary`` to the fingerprint of the vocabularies the ids belong to."""
 
 ATTRIBUTES = "attributes"
+VOCABULARY = "_vocabulary"
+"""Record key of the vocabulary fingerprint (never a model input)."""
+
+
+def vocabulary_fingerprint(manifest: Manifest) -> str:
+    """What a record's ids mean: a hash of the tag, privileged and attribute vocabularies."""
+    vocabularies = {
+        "tags": list(manifest.tags),
+        "privileged": {field: list(values) for field, values in manifest.privileged.items()},
+        "attributes": {field: list(values) for field, values in manifest.attributes.items()},
+    }
+    return hashlib.sha256(orjson.dumps(vocabularies, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 class FeatureError(ValueError):
@@ -54,6 +75,7 @@ class FeatureSpec:
     bags: tuple[Bag, ...]
     attribute_sizes: tuple[int, ...]  # per attribute: number of values + 1 (0 = unknown)
     has_attributes: bool
+    vocabulary: str = ""  # fingerprint of the vocabularies (see the module docstring)
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> FeatureSpec:
@@ -72,7 +94,7 @@ class FeatureSpec:
                 raise ValueError(f"input {spec.name!r} has no weights input {weights!r}")
             bags.append(Bag(spec.name, weights, vocabulary, manifest.max_history))
         sizes = tuple(len(values) + 1 for values in manifest.attributes.values())
-        return cls(tuple(bags), sizes, ATTRIBUTES in by_name)
+        return cls(tuple(bags), sizes, ATTRIBUTES in by_name, vocabulary_fingerprint(manifest))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -85,6 +107,7 @@ class FeatureSpec:
         record: Record = {name: [] for name in self.names}
         if self.has_attributes:
             record[ATTRIBUTES] = [0] * len(self.attribute_sizes)
+        record[VOCABULARY] = self.vocabulary
         return record
 
     # ------------------------------------------------------------------ validation
@@ -123,7 +146,9 @@ class FeatureSpec:
                     weights_field,
                     f"expected {len(ids)} weights (one per id of {bag.name}), found {len(weights)}",
                 )
-            total = math.fsum(weights)
+            total = _finite_sum(weights)
+            if total is None:
+                raise FeatureError(weights_field, "weights must sum to a finite number")
             if ids and total <= 0:
                 raise FeatureError(weights_field, "weights must not all be 0")
             record[bag.name] = ids
@@ -142,7 +167,10 @@ class FeatureSpec:
         return record
 
     def fits(self, record: Mapping[str, Sequence[Any]]) -> bool:
-        """Cheap re-check of a stored record before it is scored."""
+        """Cheap re-check of a stored record before it is scored: written for this
+        model's vocabularies, ids in range, lengths consistent."""
+        if record.get(VOCABULARY) != self.vocabulary:
+            return False
         try:
             for bag in self.bags:
                 ids, weights = record[bag.name], record[bag.weights_name]
@@ -182,6 +210,15 @@ class FeatureSpec:
                 n, width
             )
         return feeds
+
+
+def _finite_sum(weights: list[float]) -> float | None:
+    """The exact sum, or None where it overflows (``[1e308, 1e308]``)."""
+    try:
+        total = math.fsum(weights)
+    except OverflowError:
+        return None
+    return total if math.isfinite(total) else None
 
 
 def _int_list(value: Any, field: str) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from service.model.bundle import Bundle, load_bundle
+from service.model.bundle import MODEL_NAME, Bundle, load_bundle
 from service.model.features import FeatureSpec
 from service.model.profiles import ProfileCodec, top_k
 from service.model.runtime import ModelRuntime
@@ -35,6 +35,13 @@ class LoadedModel:
     @property
     def version(self) -> str:
         return self.bundle.model_version
+
+    @property
+    def identity(self) -> str:
+        """What the cached profiles of ``version`` depend on: the ONNX graph and the
+        vocabularies. Two models under one version must have the same identity, since they
+        share cache keys."""
+        return f"{self.bundle.manifest.files[MODEL_NAME].sha256}:{self.spec.vocabulary}"
 
     def score(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
         """Scores [len(records), n_tags] of validated feature records."""

@@ -42,7 +42,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["EmbeddedRedis", "RedisServerError", "find_redis_server", "free_port"]
+__all__ = [
+    "ChildOwningThread",
+    "EmbeddedRedis",
+    "RedisServerError",
+    "find_redis_server",
+    "free_port",
+]
 
 _BINARY_NAME = "redis-server"
 _LOG_NAME = "redis.log"
@@ -128,16 +134,23 @@ def _resolve_binary(binary: str | None) -> str:
     return str(Path(found).resolve())
 
 
+class ChildOwningThread(threading.Thread):
+    """A thread that lives as long as every child process it starts (a supervisor): its
+    children may ask for the parent-death signal like the main thread's."""
+
+
 def _death_signal_preexec() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the kernel SIGTERM the child when its parent dies.
 
-    Linux only, and only from the main thread: PR_SET_PDEATHSIG fires when the *thread* that
-    forked the child exits, so a server started from a worker thread would be killed as soon
-    as that thread ends. SIGTERM (not SIGKILL) lets Redis flush its append-only file.
+    Linux only, and only from the main thread or a :class:`ChildOwningThread`:
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so a server
+    started from a short-lived worker thread would be killed as soon as that thread ends.
+    SIGTERM (not SIGKILL) lets Redis flush its append-only file.
     """
     if not sys.platform.startswith("linux"):
         return None
-    if threading.current_thread() is not threading.main_thread():
+    thread = threading.current_thread()
+    if thread is not threading.main_thread() and not isinstance(thread, ChildOwningThread):
         return None
     try:
         prctl = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
@@ -193,6 +206,7 @@ class EmbeddedRedis:
         self._port = port if port is not None else free_port(host)
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
+        self.run_id: str | None = None  # the running server's INFO run_id
 
     # -- properties -------------------------------------------------------------------------
 
@@ -211,6 +225,11 @@ class EmbeddedRedis:
     def running(self) -> bool:
         """True while the child process is alive (it may have crashed since ``start``)."""
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server (None when stopped)."""
+        return self._proc.pid if self.running and self._proc is not None else None
 
     @property
     def log_path(self) -> Path:
@@ -343,7 +362,9 @@ class EmbeddedRedis:
                 returncode = proc.poll()
                 if returncode is not None:
                     raise self._exit_error(binary, returncode, log_offset)
-                if self._answers_ping(client, proc.pid):
+                run_id = self._answers_ping(client, proc.pid)
+                if run_id is not None:
+                    self.run_id = run_id
                     return proc
                 if time.monotonic() >= deadline:
                     _kill(proc)
@@ -360,14 +381,16 @@ class EmbeddedRedis:
             client.close()
 
     @staticmethod
-    def _answers_ping(client: redis.Redis, pid: int) -> bool:
-        """PING answered by *our* process (another server may already own the port)."""
+    def _answers_ping(client: redis.Redis, pid: int) -> str | None:
+        """The run id of *our* process once it answers PING (another server may already
+        own the port); None until then."""
         try:
             if not client.ping():
-                return False
-            return int(client.info("server")["process_id"]) == pid
+                return None
+            info = client.info("server")
         except redis.RedisError:  # refused, still loading the AOF, or not a Redis at all
-            return False
+            return None
+        return str(info["run_id"]) if int(info["process_id"]) == pid else None
 
     def _exit_error(self, binary: str, returncode: int, log_offset: int) -> RedisServerError:
         tail = _read_log_tail(self.log_path, log_offset)

@@ -5,13 +5,14 @@ Handlers here and in the other route modules carry no docstrings: FastAPI would 
 them as OpenAPI descriptions.
 """
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from service.api.deps import ProfilesDep
+from service.api.errors import error_responses
 from service.api.schemas import UserIdPath, UserTags
 
 router = APIRouter()
@@ -29,17 +30,13 @@ def check_k(k: int, max_k: int) -> None:
         raise RequestValidationError([{**error, "ctx": {"le": max_k}}])
 
 
-def document_k_bound(schema: dict[str, Any], max_k: int) -> None:
-    """Write ``max_k`` into the OpenAPI schema of ``k`` (see :func:`check_k`)."""
-    for parameter in schema["paths"][PATH]["get"]["parameters"]:
-        if parameter["name"] == "k":
-            parameter["schema"]["maximum"] = max_k
-
-
 @router.get(
     PATH,
     response_class=Response,
-    responses={200: {"model": UserTags, "description": "the user's top-k tags"}},
+    responses={
+        200: {"model": UserTags, "description": "the user's top-k tags"},
+        **error_responses(404, 422, 503),
+    },
     summary="The user's top-k tags",
 )
 async def user_tags(

@@ -4,11 +4,12 @@ experiment, by the ranker of the user's arm (the exposure is logged for ``/event
 import uuid
 from collections.abc import Mapping
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
 from service.ab import Experiment, Exposure
 from service.api.deps import ABDep, ProfilesDep, SettingsDep
+from service.api.errors import ApiError, error_responses
 from service.api.schemas import RankedThemeOut, RankRequest, RankResponse
 from service.metrics import ServiceMetrics
 from service.model import LoadedModel, Profiles
@@ -29,13 +30,13 @@ def checked_catalogue(
     """The model's catalogue, once ``request.candidates`` are known to be in it."""
     catalogue = model.catalogue
     if catalogue is None:
-        raise HTTPException(404, "this model bundle has no theme catalogue (themes.json)")
+        raise ApiError(404, "themes", "this model bundle has no theme catalogue (themes.json)")
     if request.candidates is not None:
         if len(request.candidates) > max_candidates:
-            raise HTTPException(422, f"candidates: at most {max_candidates} theme ids")
+            raise ApiError(422, "candidates", f"at most {max_candidates} theme ids")
         unknown = catalogue.unknown(request.candidates)
         if unknown:
-            raise HTTPException(422, f"candidates: unknown theme ids {unknown}")
+            raise ApiError(422, "candidates", f"unknown theme ids {unknown}")
     return catalogue
 
 
@@ -56,12 +57,16 @@ async def profile_ranking(
 
 
 async def log_exposure(
-    ab: ABTesting, metrics: ServiceMetrics, request_id: str, exposure: Exposure
+    ab: ABTesting,
+    metrics: ServiceMetrics,
+    request_id: str,
+    exposure: Exposure,
+    experiment: Experiment,
 ) -> bool:
     """Whether the exposure was stored; a ranking is served even when it was not (its
     events will then be refused)."""
     try:
-        await ab.call(lambda: ab.log.log_exposure(request_id, exposure))
+        await ab.call(lambda: ab.log.log_exposure(request_id, exposure, experiment.run))
         logged = True
     except StoreUnavailable:
         logged = False
@@ -72,8 +77,8 @@ async def log_exposure(
 def experiment_named(experiments: Mapping[str, Experiment], name: str) -> Experiment:
     experiment = experiments.get(name)
     if experiment is None:
-        raise HTTPException(
-            422, f"experiment: unknown experiment {name!r} (configured: {sorted(experiments)})"
+        raise ApiError(
+            422, "experiment", f"unknown experiment {name!r} (configured: {sorted(experiments)})"
         )
     return experiment
 
@@ -83,17 +88,22 @@ def checked_segment(experiment: Experiment | None, segment: str | None) -> str |
     if segment is None:
         return None
     if experiment is None:
-        raise HTTPException(422, "segment: only meaningful with an experiment")
+        raise ApiError(422, "segment", "only meaningful with an experiment")
     if segment not in experiment.segments:
-        raise HTTPException(
+        raise ApiError(
             422,
-            f"segment: {segment!r} is not a segment of experiment {experiment.name!r} "
+            "segment",
+            f"{segment!r} is not a segment of experiment {experiment.name!r} "
             f"(declared: {list(experiment.segments)})",
         )
     return segment
 
 
-@router.post("/themes/rank", summary="Rank themes for a user")
+@router.post(
+    "/themes/rank",
+    summary="Rank themes for a user",
+    responses=error_responses(400, 404, 413, 422, 503),
+)
 async def rank_themes(
     request: RankRequest, profiles: ProfilesDep, ab: ABDep, settings: SettingsDep
 ) -> RankResponse:
@@ -122,8 +132,10 @@ async def rank_themes(
         profiles = profiles if own is None else profiles.using(own)
         ranked, source = await profile_ranking(profiles, request)
     shown = tuple(theme.theme_id for theme in ranked)
-    exposure = Exposure(experiment.name, arm.name, request.user_id, shown, segment)
-    logged = await log_exposure(ab, profiles.metrics, request_id, exposure)
+    exposure = Exposure(
+        experiment.name, arm.name, request.user_id, shown, run=experiment.run_id, segment=segment
+    )
+    logged = await log_exposure(ab, profiles.metrics, request_id, exposure, experiment)
     return RankResponse(
         request_id=request_id,
         user_id=request.user_id,

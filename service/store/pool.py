@@ -1,0 +1,68 @@
+"""The connection pool of the request path: a full pool is a queue, not an outage.
+
+redis-py's default pool raises at once when all its connections are in use, and that
+error looks like any connection failure: the store took it for Redis being down and
+skipped Redis for ``redis_retry_s``, so above 256 concurrent requests a healthy Redis lost
+exposures and refused events. This pool makes a request wait (bounded) for a connection
+and, if none frees up in time, raises :class:`PoolExhausted`, which is not a Redis error
+and never opens the circuit breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+
+class PoolExhausted(Exception):
+    """No pooled connection became free within the pool timeout (load, not failure)."""
+
+
+class WaitingPool(BlockingConnectionPool):
+    """``BlockingConnectionPool`` whose wait timeout raises :class:`PoolExhausted`."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except RedisConnectionError as error:
+            if isinstance(error.__cause__, asyncio.TimeoutError):
+                raise PoolExhausted(
+                    f"all {self.max_connections} Redis connections busy for {self.timeout} s"
+                ) from None
+            raise
+
+
+def request_pool(
+    url: str,
+    *,
+    max_connections: int,
+    wait_s: float,
+    timeout_s: float,
+    on_connect: Callable[[], None] | None = None,
+) -> WaitingPool:
+    """The pool for ``url``: short socket timeouts, and one retry on a fresh connection
+    (after a Redis restart every pooled connection is stale; the retry reconnects instead
+    of failing the request and opening the breaker). ``on_connect`` is told of every
+    (re)connection: the server behind the URL may have changed."""
+
+    async def connected(connection: Any) -> None:
+        await connection.on_connect()
+        if on_connect is not None:
+            on_connect()
+
+    return WaitingPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=wait_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=0,
+        retry=Retry(NoBackoff(), 1),
+        redis_connect_func=connected,
+    )
