@@ -421,6 +421,40 @@ def test_a_failed_run_leaves_a_report_of_the_finished_ones(
     assert (out / "results.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_resume_reuses_finished_runs_and_reruns_the_rest(
+    bench: Path, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """``--resume`` takes a run whose directory finished with the same config; a run without
+    its checkpoint (interrupted) or trained with other hyper-parameters is trained again."""
+    import shutil
+
+    from training import pipeline
+
+    out = tmp_path / "bench"
+    shutil.copytree(bench, out)
+    (out / "runs" / "youtube" / "seed1" / "checkpoint.pt").unlink()  # as if killed mid-write
+    calls: list[tuple[str, int]] = []
+    real = pipeline.run_training
+
+    def counted(*args, **kwargs):
+        calls.append((args[2], kwargs["seed"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("training.pipeline.run_training", counted)
+    argv = ["benchmark", "--data", str(prepared), "--models", ",".join(SMOKE_MODELS)]
+    argv += ["--seeds", "0,1", "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    assert main([*argv, "--resume"]) == 0
+    assert calls == [("youtube", 1)]
+    assert capsys.readouterr().out.count("(reused)") == 2 * len(SMOKE_MODELS) - 1
+    before = json.loads((bench / "results.json").read_text())["results"]
+    after = json.loads((out / "results.json").read_text())["results"]
+    assert after["ctmvm"]["metrics"]["ndcg@10"] == before["ctmvm"]["metrics"]["ndcg@10"]
+    calls.clear()
+    argv[argv.index("--epochs") + 1] = "2"  # another config: nothing is reused
+    assert main([*argv, "--models", "mostpop,youtube", "--seeds", "0", "--resume"]) == 0
+    assert calls == [("mostpop", 0), ("youtube", 0)]
+
+
 # -------------------------------------------------------- several user splits, pooled
 SPLIT_MODELS = ("userpop", "youtube", "ctmvm")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,41 @@ import numpy as np
 
 from training.data.processed import ProcessedDataset
 from training.models import LEARNED
-from training.runs import PER_USER_FILE, plot_training_curve, save_checkpoint, write_json
+from training.runs import (
+    CHECKPOINT,
+    PER_USER_FILE,
+    plot_training_curve,
+    save_checkpoint,
+    write_json,
+)
 from training.trainer import test_report, train_model
+
+
+def run_config(
+    data: ProcessedDataset, data_dir: Path, model_name: str, config: dict, seed: int, device: str
+) -> dict[str, Any]:
+    """What a run directory's config.json records: enough to tell whether it can be reused."""
+    return {
+        "model": model_name,
+        "seed": seed,
+        "device": device,
+        "data": str(data_dir),
+        "dataset": data.meta["dataset"],
+        "family": data.meta["family"],
+        "hyperparameters": config,
+    }
+
+
+def finished_run(out: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The test metrics of a run directory that finished (its checkpoint, written last, is
+    there) with exactly ``expected`` as its config.json; None where it must run again."""
+    files = [out / "config.json", out / "metrics.json", out / PER_USER_FILE, out / CHECKPOINT]
+    if not all(f.is_file() for f in files):
+        return None
+    saved = json.loads(files[0].read_text(encoding="utf-8"))
+    if saved != json.loads(json.dumps(expected)):  # compare as JSON: tuples become lists
+        return None
+    return json.loads(files[1].read_text(encoding="utf-8"))
 
 
 def run_training(
@@ -33,16 +67,7 @@ def run_training(
     report = test_report(result.model, store, data, config["credit"])
     metrics = report.metrics
     metrics.update(train_seconds=round(result.train_seconds, 3), best_epoch=result.best_epoch)
-    run_config = {
-        "model": model_name,
-        "seed": seed,
-        "device": device,
-        "data": str(data_dir),
-        "dataset": data.meta["dataset"],
-        "family": data.meta["family"],
-        "hyperparameters": config,
-    }
-    write_json(out / "config.json", run_config)
+    write_json(out / "config.json", run_config(data, data_dir, model_name, config, seed, device))
     write_json(out / "metrics.json", metrics)
     per_user = {k: [None if np.isnan(x) else x for x in v.tolist()]  # JSON has no NaN
                 for k, v in report.per_user.items()}  # fmt: skip

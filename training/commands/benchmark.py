@@ -58,6 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--seeds", required=True, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="reuse the runs under OUT/runs that finished with the same data, seed and "
+        "hyper-parameters (an interrupted benchmark picks up where it stopped)",
+    )  # fmt: skip
 
 
 def _split(text: str, what: str) -> list[str]:
@@ -193,7 +198,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.pipeline import run_training  # torch loads here, not for --help
+    from training.pipeline import finished_run, run_config, run_training  # torch loads here
 
     models = parse_models(args.models)
     seeds = parse_seeds(args.seeds)
@@ -230,16 +235,20 @@ def run(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"{model} {relative}")
                 run_dir = out / "runs" / model / relative
                 data_dir, data = splits[split]
-                metrics = run_training(
-                    data, data_dir, model, configs[model],
-                    seed=seed, device=args.device, out=run_dir, progress=False,
-                )  # fmt: skip
+                expected = run_config(data, data_dir, model, configs[model], seed, args.device)
+                metrics = finished_run(run_dir, expected) if args.resume else None
+                reused = " (reused)" if metrics is not None else ""
+                if metrics is None:
+                    metrics = run_training(
+                        data, data_dir, model, configs[model],
+                        seed=seed, device=args.device, out=run_dir, progress=False,
+                    )  # fmt: skip
                 per_model[model][label] = metrics
                 run_dirs[model][label] = run_dir
                 if (run_dir / PER_USER_FILE).is_file():
                     users = json.loads((run_dir / PER_USER_FILE).read_text(encoding="utf-8"))
                     per_user[model].setdefault(split, []).append(users)
-                bar.write(f"{model:8s} {relative}: {_headline(metrics)} -> {run_dir}")
+                bar.write(f"{model:8s} {relative}: {_headline(metrics)} -> {run_dir}{reused}")
                 results["results"] = _summary(per_model, run_dirs)
                 write_json(out / "results.json", results)
                 bar.update(1)
