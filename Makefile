@@ -33,14 +33,23 @@ DEMO_BUNDLE := $(ARTIFACTS)/bundles/synthetic-ctmvm
 DEMO_ENV := TAGPROFILE_BUNDLE=$(DEMO_BUNDLE) TAGPROFILE_REDIS_DATA_DIR=$(ARTIFACTS)/redis \
 	TAGPROFILE_ADMIN_TOKEN=$${TAGPROFILE_ADMIN_TOKEN:-demo-admin-token}
 
-demo: install ## the main job: synthetic world -> CTMVM -> bundle -> Redis -> API on :8000
-	$(BIN)/python -m training prepare --dataset synthetic --out $(ARTIFACTS)/data/synthetic
-	$(BIN)/python -m training train --data $(ARTIFACTS)/data/synthetic --model ctmvm \
-		--out $(ARTIFACTS)/runs/synthetic-ctmvm --epochs 5
-	$(BIN)/python -m training export --run $(ARTIFACTS)/runs/synthetic-ctmvm --out $(DEMO_BUNDLE)
+DEMO_DATA := $(ARTIFACTS)/data/synthetic
+DEMO_RUN := $(ARTIFACTS)/runs/synthetic-ctmvm
+
+demo: $(DEMO_BUNDLE)/manifest.json ## the main job: synthetic world -> CTMVM -> bundle -> Redis -> API on :8000
 	$(DEMO_ENV) $(BIN)/python -m service load
 	$(DEMO_ENV) $(BIN)/python -m service precompute
 	$(DEMO_ENV) $(BIN)/python -m service serve --host 127.0.0.1 --port 8000
+
+# the demo's stages are files: a second `make demo` reuses them (`make clean` starts over)
+$(DEMO_DATA)/meta.json: | $(VENV)/.installed
+	$(BIN)/python -m training prepare --dataset synthetic --out $(DEMO_DATA)
+
+$(DEMO_RUN)/checkpoint.pt: $(DEMO_DATA)/meta.json training/configs/synthetic.json
+	$(BIN)/python -m training train --data $(DEMO_DATA) --model ctmvm --out $(DEMO_RUN) --epochs 2
+
+$(DEMO_BUNDLE)/manifest.json: $(DEMO_RUN)/checkpoint.pt
+	$(BIN)/python -m training export --run $(DEMO_RUN) --out $(DEMO_BUNDLE)
 
 serve: install ## serve an existing bundle (BUNDLE=dir) with the embedded Redis
 	$(DEMO_ENV) $(BIN)/python -m service serve --bundle $${BUNDLE:-$(DEMO_BUNDLE)}

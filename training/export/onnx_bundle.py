@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import shutil
 import tempfile
 import warnings
@@ -40,6 +41,9 @@ from training.trainer import FeatureStore
 FORMAT_VERSION = 1
 OPSET = 18
 RELATIVE_FLOOR = 1e-6
+# torch's exporter warns once per torchvision op that torchvision (which we never use) is not
+# installed: noise on every export
+_TORCHVISION_NOISE = "torch.onnx._internal.exporter._registration"
 
 
 class ExportError(RuntimeError):
@@ -71,19 +75,25 @@ def export_onnx(module: nn.Module, example: dict[str, Tensor], path: Path) -> No
         lengths.setdefault(bag, torch.export.Dim(f"{bag}_len", min=1))
         shapes.append({0: batch, 1: lengths[bag]})
     # the exporter narrates every step and warns about axis renames: keep the CLI quiet
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Positional(module, names),
-            tuple(example[n] for n in names),
-            str(path),
-            input_names=names,
-            output_names=["scores"],
-            dynamic_shapes=[tuple(shapes)],
-            opset_version=OPSET,
-            dynamo=True,
-            verbose=False,
-        )
+    registry_log = logging.getLogger(_TORCHVISION_NOISE)
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Positional(module, names),
+                tuple(example[n] for n in names),
+                str(path),
+                input_names=names,
+                output_names=["scores"],
+                dynamic_shapes=[tuple(shapes)],
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        registry_log.setLevel(level)
     # one self-contained file: the exporter may put the weights next to it
     onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=False)
     path.with_name(path.name + ".data").unlink(missing_ok=True)
