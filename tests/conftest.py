@@ -61,6 +61,8 @@ def _build_service_bundle(root: Path) -> Path:
 
     from training.cli import main
 
+    from .model_fixtures import quick_config_file
+
     data, run, bundle = root / "data", root / "run", root / "bundle"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -68,6 +70,7 @@ def _build_service_bundle(root: Path) -> Path:
         world = ["--users", "300", "--items", "120", "--tags", "40"]
         assert main(["prepare", "--dataset", "synthetic", *world, "--out", str(data)]) == 0
         train = ["train", "--data", str(data), "--model", "ctmvm", "--out", str(run)]
+        train += ["--config", str(quick_config_file(root))]  # every service test waits on it
         assert main([*train, "--epochs", "1", "--device", "cpu"]) == 0
         assert main(["export", "--run", str(run), "--out", str(bundle)]) == 0
     finally:

@@ -5,8 +5,10 @@ through the trainer's own helpers (so the tests see exactly what training feeds 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,16 @@ def world(users: int = 120, items: int = 60, tags: int = 24, seed: int = 0) -> P
     raw = generate_synthetic(users=users, items=items, tags=tags, seed=seed)
     data, _ = prepare_dataset(raw, ProtocolConfig(min_tag_count=1), family="synthetic")
     return data
+
+
+def quick_config_file(folder: Path) -> Path:
+    """The shipped synthetic config file with a short P(tag | X_p) pre-training, for tests
+    that train through the CLI (``--config``): the pre-training dominates a tiny world's run."""
+    config = load_config(family_config_path("synthetic"))
+    config["defaults"]["item_tag_pretrain_steps"] = FAST["item_tag_pretrain_steps"]
+    path = folder / "quick-synthetic.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
 
 
 def model_config(name: str, **overrides: Any) -> dict[str, Any]:

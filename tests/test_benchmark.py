@@ -26,6 +26,8 @@ from training.report import (
     within_noise,
 )
 
+from .model_fixtures import quick_config_file
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -326,11 +328,16 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bench(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def quick_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return quick_config_file(tmp_path_factory.mktemp("config"))
+
+
+@pytest.fixture(scope="module")
+def bench(prepared: Path, quick_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     argv = ["benchmark", "--data", str(prepared), "--models", ",".join(SMOKE_MODELS)]
     argv += ["--seeds", "0,1", "--epochs", "1", "--device", "cpu", "--out", str(out)]
-    assert main(argv) == 0
+    assert main([*argv, "--config", str(quick_config)]) == 0
     return out
 
 
@@ -422,7 +429,7 @@ def test_a_failed_run_leaves_a_report_of_the_finished_ones(
 
 
 def test_resume_reuses_finished_runs_and_reruns_the_rest(
-    bench: Path, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    bench: Path, prepared: Path, quick_config: Path, tmp_path: Path, monkeypatch, capsys
 ):
     """``--resume`` takes a run whose directory finished with the same config; a run without
     its checkpoint (interrupted) or trained with other hyper-parameters is trained again."""
@@ -443,6 +450,7 @@ def test_resume_reuses_finished_runs_and_reruns_the_rest(
     monkeypatch.setattr("training.pipeline.run_training", counted)
     argv = ["benchmark", "--data", str(prepared), "--models", ",".join(SMOKE_MODELS)]
     argv += ["--seeds", "0,1", "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    argv += ["--config", str(quick_config)]
     assert main([*argv, "--resume"]) == 0
     assert calls == [("youtube", 1)]
     assert capsys.readouterr().out.count("(reused)") == 2 * len(SMOKE_MODELS) - 1
@@ -469,11 +477,12 @@ def prepared_split1(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bench_splits(
-    prepared: Path, prepared_split1: Path, tmp_path_factory: pytest.TempPathFactory
+    prepared: Path, prepared_split1: Path, quick_config: Path, tmp_path_factory
 ) -> Path:
     out = tmp_path_factory.mktemp("bench-splits")
     argv = ["benchmark", "--data", str(prepared), str(prepared_split1)]
     argv += ["--models", ",".join(SPLIT_MODELS), "--seeds", "0", "--epochs", "1"]
+    argv += ["--config", str(quick_config)]
     assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0
     return out
 

@@ -19,6 +19,8 @@ from training.cli import main
 from training.config import family_config_path, load_config
 from training.export.onnx_bundle import ExportError, export_bundle, load_run, user_inputs
 
+from .model_fixtures import quick_config_file
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -40,6 +42,7 @@ def train(root: Path, model: str) -> Path:
     run = root / f"run-{model}"
     if not run.exists():
         argv = ["train", "--data", str(root / "data"), "--model", model, "--out", str(run)]
+        argv += ["--config", str(quick_config_file(root))]
         assert main([*argv, "--epochs", "1", "--device", "cpu"]) == 0
     return run
 

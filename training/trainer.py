@@ -197,6 +197,7 @@ def train_model(
     optimiser = torch.optim.Adam(
         model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
     )
+    started = time.perf_counter()  # train_seconds include the pre-training
     if isinstance(model, CTMVM):
         pretrain_item_tags(model, samples, items, config, rng, progress)
     valid = Evaluation(data, data.users_in("valid"))
@@ -206,7 +207,6 @@ def train_model(
     result.history.append({"epoch": 0, **{f"valid_{k}": v for k, v in first.items()}})
     best_score, best_state, stale = select(first), copy.deepcopy(model.state_dict()), 0
     min_epochs = int(config.get("min_epochs", 0))
-    started = time.perf_counter()
     per_epoch = -(-len(samples) // config["batch_size"])
     bar = tqdm(total=config["epochs"] * per_epoch, desc=f"train {name}", unit="batch",
                disable=not progress or None, dynamic_ncols=True)  # fmt: skip
