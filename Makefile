@@ -46,7 +46,7 @@ $(DEMO_DATA)/meta.json: | $(VENV)/.installed
 	$(BIN)/python -m training prepare --dataset synthetic --out $(DEMO_DATA)
 
 $(DEMO_RUN)/checkpoint.pt: $(DEMO_DATA)/meta.json training/configs/synthetic.json
-	$(BIN)/python -m training train --data $(DEMO_DATA) --model ctmvm --out $(DEMO_RUN) --epochs 2
+	$(BIN)/python -m training train --data $(DEMO_DATA) --model ctmvm --out $(DEMO_RUN) --epochs 1
 
 $(DEMO_BUNDLE)/manifest.json: $(DEMO_RUN)/checkpoint.pt
 	$(BIN)/python -m training export --run $(DEMO_RUN) --out $(DEMO_BUNDLE)
