@@ -84,12 +84,13 @@ BENCH_MODELS_LARGE ?= mostpop,userpop,cooccur,youtube_plain,ctmvm
 BENCH_MODELS_SYNTHETIC ?= mostpop,userpop,cooccur,youtube_plain,youtube,sve,ctmvm
 
 # $(call bench_set,NAME,PREPARE ARGUMENTS,MODELS): prepare the splits not prepared yet, then
-# one benchmark over all of them into $(ARTIFACTS)/bench/NAME
+# one benchmark over all of them into $(ARTIFACTS)/bench/NAME (--resume: runs that finished
+# with the same config are reused, so an interrupted `make bench-models` picks up where it was)
 define bench_set
 	for s in $(SPLITS); do [ -f $(ARTIFACTS)/data/$(1)-split$$s/meta.json ] || \
 		$(BIN)/python -m training prepare $(2) --seed $$s --out $(ARTIFACTS)/data/$(1)-split$$s \
 		|| exit 1; done
-	$(BIN)/python -m training benchmark --models $(3) --seeds $(BENCH_SEEDS) --device cpu \
+	$(BIN)/python -m training benchmark --resume --models $(3) --seeds $(BENCH_SEEDS) --device cpu \
 		--data $(foreach s,$(SPLITS),$(ARTIFACTS)/data/$(1)-split$(s)) --out $(ARTIFACTS)/bench/$(1)
 endef
 

@@ -66,7 +66,6 @@ def shapley_credits(data: ProcessedDataset, clicks: list) -> list[np.ndarray]:
     ]
 
 
-@torch.no_grad()
 def router_credits(data: ProcessedDataset, clicks: list, seed: int) -> list[np.ndarray]:
     config = {**resolve(load_config(family_config_path("synthetic")), "sve"),
               "credit_method": "router"}  # fmt: skip
@@ -74,12 +73,13 @@ def router_credits(data: ProcessedDataset, clicks: list, seed: int) -> list[np.n
     model = result.model.eval()
     router = model.router
     credits = []
-    for _, tags, _, u in clicks:
-        x_user = model.encoder(store.gather(torch.as_tensor([u])))
-        hidden = torch.tanh(
-            router.user(x_user) + router.tag(model.encoder.tag(torch.as_tensor(tags)))
-        )
-        credits.append(router.out(hidden).squeeze(-1).numpy())
+    with torch.no_grad():  # scoring only: the training above needs gradients
+        for _, tags, _, u in clicks:
+            x_user = model.encoder(store.gather(torch.as_tensor([u])))
+            hidden = torch.tanh(
+                router.user(x_user) + router.tag(model.encoder.tag(torch.as_tensor(tags)))
+            )
+            credits.append(router.out(hidden).squeeze(-1).numpy())
     return credits
 
 
