@@ -32,6 +32,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--world-users", type=int, default=4000, help="synthetic world size")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs of CTMVM")
     parser.add_argument(
+        "--config", type=Path, help="training config file (default: the data set's family's)"
+    )
+    parser.add_argument(
         "--data", type=Path, help="a prepared data set instead of a synthetic world (real data)"
     )
     parser.add_argument("--experiments", type=Path, default=ROOT / "deploy" / "experiments.yaml")
@@ -125,6 +128,8 @@ def main() -> int:
             "TAGPROFILE_EXPERIMENTS": str(args.experiments.resolve()),
             "PYTHON": sys.executable,
         }
+        if args.config is not None:
+            env["TP_CONFIG"] = str(args.config.resolve())
         if args.data is not None:
             env["TP_DATA"] = str(args.data.resolve())
             env.setdefault("TP_TRUTH_SPLITS", "test")

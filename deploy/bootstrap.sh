@@ -17,6 +17,7 @@
 #   PYTHON     (python)     interpreter with the project installed
 #   TP_USERS (12000) TP_ITEMS (1000) TP_TAGS (200) TP_SEED (0)  synthetic world
 #   TP_EPOCHS (5) TP_DEVICE (cpu)                               training
+#   TP_CONFIG  (unset)      a training config file (default: the data set's family config)
 #   TP_FORCE   (0)          1: redo every step
 #   TP_DATA    (unset)      a prepared data set (real data) to use instead of a synthetic world
 #   TP_TRUTH_SPLITS         users the simulator may replay: all splits of a synthetic world
@@ -33,6 +34,7 @@ TP_SEED=${TP_SEED:-0}
 TP_EPOCHS=${TP_EPOCHS:-5}
 TP_DEVICE=${TP_DEVICE:-cpu}
 TP_FORCE=${TP_FORCE:-0}
+TP_CONFIG=${TP_CONFIG:-}
 
 DATA=${TP_DATA:-$ARTIFACTS/data/abtest}
 if [ -n "${TP_DATA:-}" ]; then
@@ -90,7 +92,7 @@ esac
 
 started=$(date +%s)
 params="data=${TP_DATA:-synthetic} users=$TP_USERS items=$TP_ITEMS tags=$TP_TAGS seed=$TP_SEED"
-params="$params epochs=$TP_EPOCHS truth=$TP_TRUTH_SPLITS"
+params="$params epochs=$TP_EPOCHS config=${TP_CONFIG:-family} truth=$TP_TRUTH_SPLITS"
 log "artifacts in $ARTIFACTS; $params; redis ${TAGPROFILE_REDIS_URL:-embedded}"
 
 # Outputs of other parameters (or of unknown ones: no stamp) are not reused.
@@ -118,8 +120,9 @@ fi
 
 if needed "$RUN/checkpoint.pt"; then
     rm -rf "$RUN"
+    if [ -n "$TP_CONFIG" ]; then set -- --config "$TP_CONFIG"; else set --; fi
     run_cmd "$PYTHON" -m training train --data "$DATA" --model ctmvm --out "$RUN" \
-        --epochs "$TP_EPOCHS" --seed "$TP_SEED" --device "$TP_DEVICE"
+        --epochs "$TP_EPOCHS" --seed "$TP_SEED" --device "$TP_DEVICE" "$@"
     force=1
 else
     skip train "$RUN/checkpoint.pt"

@@ -18,6 +18,7 @@ from service.ab.experiments import load_experiments
 from service.ab.stats import arm_stats, lift
 from service.store.embedded import EmbeddedRedis
 from tests.conftest import PROJECT_ROOT
+from tests.model_fixtures import quick_config_file
 from tests.service_helpers import (
     client_for,
     copy_with_version,
@@ -222,7 +223,8 @@ def test_events_are_refused_not_lost_while_redis_is_down(
 def test_local_ab_stack_end_to_end(tmp_path):
     """``make abtest`` on a small world: bootstrap, API, simulator, report file."""
     command = [sys.executable, "deploy/abtest_local.py", "--artifacts", str(tmp_path),
-               "--users", "300", "--world-users", "600", "--epochs", "1"]  # fmt: skip
+               "--users", "300", "--world-users", "600", "--epochs", "1",
+               "--config", str(quick_config_file(tmp_path))]  # fmt: skip
     # a loaded machine can stall a Redis call past the 0.5 s default; an unlogged exposure
     # stops the simulator, and this test is not about Redis outages
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TAGPROFILE_INTRA_OP_THREADS": "1",
