@@ -7,6 +7,7 @@ import asyncio
 
 import httpx
 
+from benchmarks.chaos import odd_request
 from tests.service_helpers import make_settings, served
 
 REQUESTS = 10_000
@@ -15,18 +16,6 @@ CONNECTIONS = 8
 
 def series(text: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
-
-
-def odd_request(i: int) -> bytes:
-    """A request h11 accepts whose method, path and answer vary with ``i``."""
-    kind = i % 4
-    if kind == 0:  # made-up method on a real route: 405
-        return b"M%dX /users/u%d/tags HTTP/1.1\r\nhost: x\r\n\r\n" % (i, i)
-    if kind == 1:  # made-up method and path: 404
-        return b"Q%d /nowhere/%d?x=%d HTTP/1.1\r\nhost: x\r\n\r\n" % (i, i, i)
-    if kind == 2:  # a real route with a bad k: 422
-        return b"GET /users/u%d/tags?k=-%d HTTP/1.1\r\nhost: x\r\n\r\n" % (i, i)
-    return b"GET /x%d HTTP/1.1\r\nhost: x\r\n\r\n" % i  # unknown path: 404
 
 
 async def blast(base: str, start: int, count: int) -> int:
