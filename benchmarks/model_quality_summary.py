@@ -26,7 +26,11 @@ def main() -> None:
         name = results["dataset"]["dataset"]
         for model in results["models"]:
             metrics = results["results"].get(model, {}).get("metrics", {})
-            cells = [f"{metrics[k]['mean']:.4f}" if k in metrics else "n/a" for k in KEYS]
+            cells = [
+                f"{metrics[k]['mean']:.{1 if k == 'train_seconds' else 4}f}"
+                if k in metrics else "n/a"
+                for k in KEYS
+            ]  # fmt: skip
             print(f"| {name} | `{model}` | " + " | ".join(cells) + " |")
     print()
     print("| data set | check | met | evidence |")
