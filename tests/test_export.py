@@ -19,7 +19,7 @@ from training.cli import main
 from training.config import family_config_path, load_config
 from training.export.onnx_bundle import ExportError, export_bundle, load_run, user_inputs
 
-from .model_fixtures import quick_config_file
+from .model_fixtures import QUICK, quick_config_file
 
 
 @pytest.fixture(autouse=True)
@@ -164,7 +164,7 @@ def test_real_movielens_2k_parity(hetrec_movielens_2k, tmp_path):
     assert main([*argv, "--out", str(data)]) == 0
     run = tmp_path / "run"
     config = load_config(family_config_path("hetrec"))  # shipped, made quick: parity only
-    config["defaults"].update(augment_cuts=[], item_tag_pretrain_steps=20, epochs=1)
+    config["defaults"].update(augment_cuts=[], epochs=1, **QUICK)
     (tmp_path / "quick.json").write_text(json.dumps(config), encoding="utf-8")
     argv = ["train", "--data", str(data), "--model", "ctmvm", "--out", str(run), "--epochs", "1"]
     assert main([*argv, "--device", "cpu", "--config", str(tmp_path / "quick.json")]) == 0
