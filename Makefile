@@ -36,7 +36,7 @@ DEMO_ENV := TAGPROFILE_BUNDLE=$(DEMO_BUNDLE) TAGPROFILE_REDIS_DATA_DIR=$(ARTIFAC
 DEMO_DATA := $(ARTIFACTS)/data/synthetic
 DEMO_RUN := $(ARTIFACTS)/runs/synthetic-ctmvm
 
-demo: $(DEMO_BUNDLE)/manifest.json ## the main job: synthetic world -> CTMVM -> bundle -> Redis -> API on :8000
+demo: install $(DEMO_BUNDLE)/manifest.json ## the main job: synthetic world -> CTMVM -> bundle -> Redis -> API on :8000
 	$(DEMO_ENV) $(BIN)/python -m service load
 	$(DEMO_ENV) $(BIN)/python -m service precompute
 	$(DEMO_ENV) $(BIN)/python -m service serve --host 127.0.0.1 --port 8000
