@@ -20,6 +20,7 @@ from service.store.embedded import EmbeddedRedis
 from tests.conftest import PROJECT_ROOT
 from tests.model_fixtures import quick_config_file
 from tests.service_helpers import (
+    EXPERIMENTS,
     client_for,
     copy_with_version,
     load_users_into,
@@ -27,17 +28,6 @@ from tests.service_helpers import (
     users,
 )
 from tests.test_ab_report import assert_renders_with_figures
-
-EXPERIMENTS = """
-experiments:
-  - name: themes
-    salt: test-salt
-    control: popular
-    popular_by: ctr
-    arms:
-      - {name: popular, weight: 1, ranker: popular}
-      - {name: profile, weight: 1, ranker: profile}
-"""
 
 
 @pytest.fixture

@@ -387,27 +387,6 @@ def paired_section(results: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _significance(entry: Mapping[str, Any] | None) -> str:
-    if entry is None:
-        return ""
-    word = "significant" if entry["p_value"] < ALPHA else "not significant"
-    return f"{word}, p = {entry['p_value']:.2g}"
-
-
-def _beats(results: Mapping[str, Any], a: str, b: str, strict: bool = True) -> tuple[str, str]:
-    """(yes/no, evidence) for "a beats b" on the mean of NDCG@10 and P@10."""
-    outcomes, evidence = [], []
-    pair = find_paired(results, a, b)
-    for key in ABLATION_METRICS:
-        mine, other = metric_mean(results, a, key), metric_mean(results, b, key)
-        if mine is None or other is None:
-            return "n/a", ""
-        outcomes.append(mine > other if strict else mine >= other)
-        note = _significance(pair.get(key) if pair else None)
-        evidence.append(f"{label(key)} {mine:.4f} vs {other:.4f}" + (f" ({note})" if note else ""))
-    return ("yes" if all(outcomes) else "no"), "; ".join(evidence)
-
-
 def _paired_evidence(entry: Mapping[str, Any]) -> str:
     return (f"Δ {entry['delta']:+.4f} [{entry['ci_low']:+.4f}, {entry['ci_high']:+.4f}], "
             f"p = {entry['p_value']:.2g}")  # fmt: skip
