@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,train,dev
+EXTRAS ?= cpu,train,dev,scale
 SHARED ?= ../shared/datasets
 ARTIFACTS ?= artifacts
 # pytest-xdist workers of `make test` (auto: one per core; 0: serial, e.g. for pdb)
@@ -10,7 +10,7 @@ TEST_WORKERS ?= auto
 
 .PHONY: install test lint format demo serve abtest abtest-real prepare-real bench bench-models clean
 
-install: $(VENV)/.installed ## create .venv and install .[cpu,train,dev]
+install: $(VENV)/.installed ## create .venv and install .[cpu,train,dev,scale]
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

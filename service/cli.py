@@ -26,7 +26,7 @@ from service.envvars import describe_error, settings_help, unknown_variables
 from service.jobs import LoadError, load_into_redis, precompute
 from service.model import Bundle, BundleError, load_bundle, load_model
 from service.settings import Settings
-from service.store import Keys, redis_url
+from service.store import Keys, redis_url, sync_client
 
 
 def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -164,7 +164,7 @@ def serve(settings: Settings) -> int:
 def load(settings: Settings, batch: int) -> int:
     bundle = load_bundle(settings.bundle)
     with redis_url(settings.redis_url, settings.redis_data_dir) as url:
-        client = redis.Redis.from_url(url)
+        client = sync_client(url, cluster=settings.redis_cluster)
         report = load_into_redis(bundle, client, Keys(settings.key_prefix), batch=batch)
     themes = "and themes.json " if report.themes else ""
     print(
@@ -176,7 +176,7 @@ def load(settings: Settings, batch: int) -> int:
 def run_precompute(settings: Settings, batch: int) -> int:
     model = load_model(settings.bundle, device=settings.device, max_k=settings.max_k)
     with redis_url(settings.redis_url, settings.redis_data_dir) as url:
-        client = redis.Redis.from_url(url)
+        client = sync_client(url, cluster=settings.redis_cluster)
         report = precompute(
             model,
             client,

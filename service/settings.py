@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis to use; unset: start an embedded redis-server"
     )
+    redis_cluster: bool = Field(
+        False,
+        description="the Redis URL is a Redis Cluster node: use redis-py's cluster client "
+        "(multi-key operations stay inside one hash slot)",
+    )
     redis_data_dir: Path = Field(
         Path("artifacts/redis"), description="data directory of the embedded Redis"
     )

@@ -4,6 +4,7 @@ store + profile cache of the request path.
 Other packages import from here, never from the modules below.
 """
 
+from service.store.clients import SyncClient, sync_client
 from service.store.connection import URL_FILE, Endpoint, redis_endpoint, redis_url
 from service.store.durability import NOT_DURABLE, Persistence, probe
 from service.store.embedded import EmbeddedRedis, RedisServerError, find_redis_server, free_port
@@ -32,6 +33,7 @@ __all__ = [
     "RedisStore",
     "StoreBusy",
     "StoreUnavailable",
+    "SyncClient",
     "decode_features",
     "encode_features",
     "find_redis_server",
@@ -39,5 +41,6 @@ __all__ = [
     "probe",
     "redis_endpoint",
     "redis_url",
+    "sync_client",
     "valid_user_id",
 ]
