@@ -379,7 +379,9 @@ class Launcher:
         env["PYTHONUNBUFFERED"] = "1"
         return env | extra
 
-    def service(self, prefix: str, *, max_batch: int, batch_wait_ms: float = 2.0) -> Server:
+    def service(
+        self, prefix: str, *, max_batch: int, batch_wait_ms: float = 2.0, workers: int = 1
+    ) -> Server:
         """``python -m service serve`` with the benchmark's settings."""
         port = free_port(HOST)
         env = self._env(
@@ -401,9 +403,11 @@ class Launcher:
             str(port),
             "--redis-url",
             self.redis_url,
+            "--workers",
+            str(workers),
         ]
         argv = [sys.executable, "-m", "service", *command]
-        return Server(f"service-b{max_batch}", argv, env, port, self.logs)
+        return Server(f"service-b{max_batch}-w{workers}", argv, env, port, self.logs)
 
     def bare(self, key_template: str) -> Server:
         port = free_port(HOST)

@@ -47,6 +47,7 @@ FLAGS = {
     "host": "--host",
     "port": "--port",
     "experiments": "--experiments",
+    "workers": "--workers",
 }
 """Settings a flag overrides: settings field -> flag."""
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
     serve.add_argument("--experiments", type=Path, help="A/B experiment file (YAML or JSON)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
     load = _settings_command(sub, "load", "load users.jsonl and themes.json into Redis")
     load.add_argument("--batch", type=int, default=1000, help="users per pipelined batch")
     pre = _settings_command(sub, "precompute", "score every stored user, cache all profiles")
@@ -146,18 +148,23 @@ def curl_examples(bundle: Bundle, host: str, port: int) -> str:
     return "\n".join(f"  {line}" for line in lines)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, overrides: dict[str, Any]) -> int:
     from service.app import create_app
     from service.http import run
+    from service.workers import serve_workers
 
     bundle = load_bundle(settings.bundle)  # fail here, with the reason, not inside uvicorn
     if settings.experiments is not None:
         from service.ab import load_experiments
 
         load_experiments(settings.experiments)  # ExperimentConfigError names file and key
-    print(f"serving {settings.bundle} on http://{settings.host}:{settings.port}; try:")
+    workers = f" with {settings.workers} workers" if settings.workers > 1 else ""
+    print(f"serving {settings.bundle} on http://{settings.host}:{settings.port}{workers}; try:")
     print(curl_examples(bundle, settings.host, settings.port), flush=True)
-    run(create_app(settings), settings)
+    if settings.workers > 1:
+        serve_workers(settings, bundle.model_version, overrides)
+    else:
+        run(create_app(settings), settings)
     return 0
 
 
@@ -234,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
         commands: dict[str, Any] = {
-            "serve": lambda: serve(settings),
+            "serve": lambda: serve(settings, overrides_of(args)),
             "load": lambda: load(settings, args.batch),
             "precompute": lambda: run_precompute(settings, args.batch),
         }

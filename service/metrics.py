@@ -1,12 +1,36 @@
 """Prometheus metrics of one app instance (its own registry, so several apps in one
-process, as in the tests, do not collide)."""
+process, as in the tests, do not collide).
+
+Under ``serve --workers N`` every worker writes its samples to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode) and ``/metrics``, on
+whichever worker answers, reads them all: counters and histograms are the sums over the
+workers, a gauge says what the workers it names agree on (``redis_up`` is the minimum: 0
+when any worker finds Redis down; ``model_info`` the maximum: each version some live worker
+serves).
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_mode() -> bool:
+    """Whether this process shares its metrics with other workers (through files)."""
+    return bool(os.environ.get(MULTIPROCESS_DIR))
+
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -14,6 +38,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 class ServiceMetrics:
     def __init__(self) -> None:
+        self._model_labels: tuple[str, str] | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.request_seconds = Histogram(
@@ -52,12 +77,16 @@ class ServiceMetrics:
             registry=r,
         )
         self.redis_up = Gauge(
-            "tagprofile_redis_up", "1 when Redis answered the last call", registry=r
+            "tagprofile_redis_up",
+            "1 when Redis answered the last call (of every worker)",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.events_durable = Gauge(
             "tagprofile_redis_events_durable",
             "1 when Redis keeps an append-only file (acknowledged events survive a crash)",
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.redis_errors = Counter(
             "tagprofile_redis_errors_total",
@@ -72,6 +101,7 @@ class ServiceMetrics:
             "the model serving now (value 1)",
             ["model_version", "provider"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.exposures = Counter(
             "tagprofile_ab_exposures_total",
@@ -88,8 +118,26 @@ class ServiceMetrics:
         self.model_seconds.observe(seconds)
 
     def set_model(self, version: str, provider: str) -> None:
-        self.model_info.clear()
+        if multiprocess_mode() and self._model_labels is not None:
+            self.model_info.labels(*self._model_labels).set(0)  # its file keeps the series
+        elif not multiprocess_mode():
+            self.model_info.clear()
+        self._model_labels = (version, provider)
         self.model_info.labels(version, provider).set(1)
+
+    def exposition(self) -> bytes:
+        """The text ``/metrics`` answers: this app's registry, or every worker's files."""
+        if not multiprocess_mode():
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    @staticmethod
+    def release() -> None:
+        """At a worker's exit: drop its live gauges (its counts stay in the sums)."""
+        if multiprocess_mode():
+            multiprocess.mark_process_dead(os.getpid())
 
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -93,8 +93,24 @@ class Settings(BaseSettings):
         None, description="bearer token of the admin endpoints; unset: they are disabled"
     )
     experiments: Path | None = Field(None, description="A/B experiment configuration file")
+    workers: int = Field(
+        1, ge=1, description="serve: worker processes sharing the port (uvicorn's supervisor)"
+    )
+    reload_poll_s: float | None = Field(
+        None,
+        ge=0,
+        description="how often a process checks Redis for a bundle that another worker or "
+        "replica reloaded; unset: every 1 s with workers > 1, never with one; 0: never",
+    )
     host: str = Field("127.0.0.1", description="serve: address to bind")
     port: int = Field(8000, ge=0, le=65535, description="serve: port to bind")
+
+    @property
+    def reload_sync_s(self) -> float:
+        """Seconds between checks for another process's reload; 0: this process only."""
+        if self.reload_poll_s is not None:
+            return self.reload_poll_s
+        return 1.0 if self.workers > 1 else 0.0
 
     @property
     def reload_root(self) -> Path:

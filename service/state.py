@@ -22,8 +22,17 @@ from fastapi.concurrency import run_in_threadpool
 from service.ab import ABStore, Experiment, load_experiments
 from service.metrics import ServiceMetrics
 from service.model import LoadedModel, Profiles, Serving, load_model
+from service.reload_sync import ReloadFollower
 from service.settings import Settings
-from service.store import NOT_DURABLE, Endpoint, Keys, Persistence, RedisStore, redis_endpoint
+from service.store import (
+    NOT_DURABLE,
+    Endpoint,
+    Keys,
+    Persistence,
+    RedisStore,
+    StoreUnavailable,
+    redis_endpoint,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("service")
@@ -110,6 +119,7 @@ class ServiceState:
         self.profiles: Profiles | None = None
         self.ab: ABTesting | None = None
         self.endpoint: Endpoint | None = None
+        self.follower: ReloadFollower | None = None
         self.reload_lock = asyncio.Lock()
 
     @property
@@ -173,6 +183,29 @@ class ServiceState:
         self.profiles = Profiles(
             self.serve(model), store, self.metrics, s.profile_ttl_s, s.profile_ttl_jitter
         )
+        if s.reload_sync_s > 0:
+            await self.follow_reloads(store, s.reload_sync_s)
+
+    async def follow_reloads(self, store: RedisStore, interval_s: float) -> None:
+        """Serve what the other workers serve (:mod:`service.reload_sync`): now, since a
+        restarted worker may have missed a reload, and from then on."""
+        key, client = self.keys.serving, store.client
+
+        async def reload(path: Path) -> None:
+            await self.reload(path, announce=False)
+
+        self.follower = ReloadFollower(
+            read=lambda: store.call(lambda: client.get(key)),
+            write=lambda record: store.call(lambda: client.set(key, record)),
+            reload=reload,
+            serving=lambda: self.profiles.serving.model.bundle.path,
+            interval_s=interval_s,
+        )
+        try:
+            await self.follower.check()
+        except (StoreUnavailable, ReloadError) as error:
+            log.warning("serving the configured bundle: %s", error)
+        self.follower.start()
 
     def persistence_changed(self, persistence: Persistence) -> None:
         """Warn, loudly, whenever Redis (again) would lose acknowledged events."""
@@ -182,17 +215,21 @@ class ServiceState:
             log.warning(NOT_DURABLE.format(url=url))
 
     async def stop(self) -> None:
-        """Answer the queued model runs, then close Redis."""
+        """Stop following reloads, answer the queued model runs, then close Redis."""
+        if self.follower is not None:
+            await self.follower.stop()
         arms = self.ab.arm_serving.values() if self.ab is not None else ()
         for serving in (self.serving, *arms):
             if serving is not None:
                 await serving.close()
         if self.store is not None:
             await self.store.close()
+        self.metrics.release()
 
-    async def reload(self, path: str | Path) -> tuple[Serving, Serving]:
+    async def reload(self, path: str | Path, *, announce: bool = True) -> tuple[Serving, Serving]:
         """Load and verify the bundle at ``path`` off the event loop, then swap it in;
-        returns (new, previous). Raises :class:`ReloadError` on any failure."""
+        returns (new, previous). Raises :class:`ReloadError` on any failure. With
+        ``announce``, the other workers are told to follow (when they follow reloads)."""
         async with self.reload_lock:
             profiles = self.profiles
             assert profiles is not None, "reload before start-up"
@@ -212,4 +249,9 @@ class ServiceState:
             self.profiles = profiles.using(current)
             self.metrics.reloads.labels("ok").inc()
             await previous.close()
+        if announce and self.follower is not None:
+            try:
+                await self.follower.announce(Path(path), model.version)
+            except StoreUnavailable as error:
+                log.warning("reloaded here only, the other workers were not told: %s", error)
         return current, previous

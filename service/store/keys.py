@@ -41,3 +41,8 @@ class Keys:
     def themes(self, model_version: str) -> str:
         """The theme catalogue loaded with a bundle (``themes.json`` bytes)."""
         return f"{self.prefix}themes:{model_version}"
+
+    @property
+    def serving(self) -> str:
+        """The bundle every worker and replica should serve (``service.reload_sync``)."""
+        return f"{self.prefix}serving"

@@ -1,10 +1,11 @@
 """Liveness, readiness, Prometheus metrics and the service's index (``/``)."""
 
+import os
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.api.deps import MetricsDep, StateDep
 from service.api.schemas import Readiness
@@ -46,6 +47,7 @@ async def readyz(state: StateDep) -> JSONResponse:
             "micro_batching": bool(current and current.batcher.enabled),
             "theme_index_on_gpu": bool(model and model.catalogue and model.catalogue.on_gpu),
             "redis_server": state.endpoint.describe() if state.endpoint else None,
+            "worker_pid": os.getpid(),
         },
     )
     return JSONResponse(ready.model_dump(), status_code=200 if model else 503)
@@ -53,7 +55,7 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def prometheus(metrics: MetricsDep) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", include_in_schema=False)

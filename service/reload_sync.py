@@ -1,0 +1,102 @@
+"""A hot reload that reaches every worker and replica: the bundle they should all serve is
+recorded in Redis, and each process checks the record and follows it.
+
+``POST /admin/reload`` reaches one worker; that worker records the bundle once its own swap
+succeeded, and the others reload it within ``reload_poll_s``. A key that every process
+polls, not pub/sub: a worker that was restarted, or cut off from Redis when the reload
+happened, still finds it (a restarted worker follows the record during start-up). ``serve
+--workers N`` records the configured bundle before its workers start, so a record an earlier
+run left behind is never followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import orjson
+
+log = logging.getLogger("service")
+
+
+def serving_record(bundle: Path, model_version: str | None = None) -> bytes:
+    """The value of the record (``Keys.serving``): the bundle's absolute path, the version
+    it announced and when, for people reading Redis."""
+    value = {"bundle": str(Path(bundle).resolve()), "model_version": model_version}
+    return orjson.dumps({**value, "at": round(time.time(), 3)})
+
+
+def recorded_bundle(raw: bytes | None) -> Path | None:
+    """The bundle a record names; None for no record or one this version cannot read."""
+    if not raw:
+        return None
+    try:
+        return Path(orjson.loads(raw)["bundle"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        log.warning("ignoring an unreadable serving record: %r", raw[:200])
+        return None
+
+
+class ReloadFollower:
+    """Reloads this process's model whenever the record names another bundle.
+
+    ``read`` and ``write`` reach the record through the store's circuit breaker (they raise
+    ``StoreUnavailable`` while Redis is down: the next check tries again); ``reload`` is
+    the state's reload (it raises ``ReloadError`` and keeps the old model on failure);
+    ``serving`` says which bundle this process serves now.
+    """
+
+    def __init__(
+        self,
+        *,
+        read: Callable[[], Awaitable[bytes | None]],
+        write: Callable[[bytes], Awaitable[object]],
+        reload: Callable[[Path], Awaitable[object]],
+        serving: Callable[[], Path],
+        interval_s: float,
+    ) -> None:
+        self._read, self._write, self._reload = read, write, reload
+        self._serving = serving
+        self.interval_s = interval_s
+        self._seen: bytes | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def announce(self, bundle: Path, model_version: str) -> None:
+        """Record the bundle this process has just swapped in, for the others."""
+        record = serving_record(bundle, model_version)
+        self._seen = record  # not a change to follow
+        await self._write(record)
+
+    async def check(self) -> bool:
+        """Follow the record once; True when it made this process reload."""
+        raw = await self._read()
+        if raw == self._seen:
+            return False
+        self._seen = raw
+        bundle = recorded_bundle(raw)
+        if bundle is None or bundle.resolve() == self._serving().resolve():
+            return False
+        log.info("reloading %s: another worker serves it now", bundle)
+        await self._reload(bundle)
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="reload-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check()
+            except Exception as error:  # Redis down or a bundle that fails: keep serving
+                log.warning("could not follow the serving record: %s", error)
