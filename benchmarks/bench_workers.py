@@ -7,6 +7,10 @@ req/s of ``GET /users/{id}/tags?k=5`` with ``--clients`` keep-alive connections,
 2 workers / 1 worker, and the p50 of one lone connection on each (a worker that answers
 through a socket without TCP_NODELAY waits ~40 ms for the peer's delayed ACK every time).
 
+``--stock`` adds a third server, plain ``uvicorn --factory service.app:create_app --workers
+2`` (uvicorn's own h11 protocol: no head deadline, no TCP_NODELAY), to show the slow path
+this avoids.
+
 On 2 cores the load generator and Redis share the cores with the workers, so the ratio is
 bounded well below 2; what it shows is that a second worker adds throughput, not latency.
 
@@ -49,7 +53,7 @@ from bench_service import (
 
 from service.jobs import precompute
 from service.model import load_model
-from service.store import EmbeddedRedis, Keys
+from service.store import EmbeddedRedis, Keys, free_port
 
 
 def wait_for_workers(server: Server, workers: int, timeout: float = 90) -> None:
@@ -62,6 +66,23 @@ def wait_for_workers(server: Server, workers: int, timeout: float = 90) -> None:
         status, body = server.get("/readyz")
         if status == 200:
             pids.add(orjson.loads(body)["details"]["worker_pid"])
+
+
+def stock_uvicorn(launcher: Launcher, prefix: str) -> Server:
+    """The service's app under uvicorn's command line, as an operator might first try."""
+    port = free_port(HOST)
+    env = launcher._env(
+        {
+            "TAGPROFILE_BUNDLE": str(launcher.bundle),
+            "TAGPROFILE_REDIS_URL": launcher.redis_url,
+            "TAGPROFILE_KEY_PREFIX": prefix,
+            "TAGPROFILE_INTRA_OP_THREADS": "1",
+            "TAGPROFILE_DEVICE": "cpu",
+        }
+    )
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
+    argv += ["--host", HOST, "--port", str(port), "--workers", "2", "--no-access-log"]
+    return Server("stock-uvicorn-w2", argv, env, port, launcher.logs)
 
 
 def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
@@ -82,10 +103,14 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, An
         f"{n} worker{'s' if n > 1 else ''}": launcher.service(prefix, max_batch=64, workers=n)
         for n in (2, 1)
     }
-    for count, (name, target) in zip((2, 1), servers.items(), strict=True):
+    counts = {name: int(name[0]) for name in servers}
+    if args.stock:
+        servers["stock uvicorn, 2 workers"] = stock_uvicorn(launcher, prefix)
+        counts["stock uvicorn, 2 workers"] = 2
+    for name, target in servers.items():
         stack.callback(target.stop)
         target.start()
-        wait_for_workers(target, count)
+        wait_for_workers(target, counts[name])
         print(f"  {name} ready", flush=True)
     paths = tag_paths([user for user, _ in users])
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
@@ -109,7 +134,7 @@ def bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, An
                 f"one connection p50 {lone[name][-1]:.2f} ms",
                 flush=True,
             )
-    out = _pair(runs, *servers, goal=1.0)
+    out = _pair(runs, "2 workers", "1 worker", goal=1.0)
     out["lone_p50_ms"] = {name: sorted(values)[len(values) // 2] for name, values in lone.items()}
     return {"machine": machine(), "clients": args.clients, "users": args.users, **out}
 
@@ -121,6 +146,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--users", type=int, default=12_000, help="distinct cached users")
+    parser.add_argument("--stock", action="store_true", help="also plain uvicorn --workers 2")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     return parser.parse_args(argv)
 
