@@ -30,13 +30,14 @@ def serving_record(bundle: Path, model_version: str | None = None) -> bytes:
     return orjson.dumps({**value, "at": round(time.time(), 3)})
 
 
-def recorded_bundle(raw: bytes | None) -> Path | None:
-    """The bundle a record names; None for no record or one this version cannot read."""
+def recorded_bundle(raw: bytes | None) -> tuple[Path, str | None] | None:
+    """(bundle, model version) of a record; None for no record or an unreadable one."""
     if not raw:
         return None
     try:
-        return Path(orjson.loads(raw)["bundle"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        record = orjson.loads(raw)
+        return Path(record["bundle"]), record.get("model_version")
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         log.warning("ignoring an unreadable serving record: %r", raw[:200])
         return None
 
@@ -47,7 +48,8 @@ class ReloadFollower:
     ``read`` and ``write`` reach the record through the store's circuit breaker (they raise
     ``StoreUnavailable`` while Redis is down: the next check tries again); ``reload`` is
     the state's reload (it raises ``ReloadError`` and keeps the old model on failure);
-    ``serving`` says which bundle this process serves now.
+    ``serving`` says which bundle, and version, this process serves now (a bundle
+    exported again into the same directory announces a new version).
     """
 
     def __init__(
@@ -56,7 +58,7 @@ class ReloadFollower:
         read: Callable[[], Awaitable[bytes | None]],
         write: Callable[[bytes], Awaitable[object]],
         reload: Callable[[Path], Awaitable[object]],
-        serving: Callable[[], Path],
+        serving: Callable[[], tuple[Path, str]],
         interval_s: float,
     ) -> None:
         self._read, self._write, self._reload = read, write, reload
@@ -77,8 +79,12 @@ class ReloadFollower:
         if raw == self._seen:
             return False
         self._seen = raw
-        bundle = recorded_bundle(raw)
-        if bundle is None or bundle.resolve() == self._serving().resolve():
+        recorded = recorded_bundle(raw)
+        if recorded is None:
+            return False
+        bundle, version = recorded
+        path, serving_version = self._serving()
+        if bundle.resolve() == path.resolve() and version in (None, serving_version):
             return False
         log.info("reloading %s: another worker serves it now", bundle)
         await self._reload(bundle)

@@ -198,7 +198,7 @@ class ServiceState:
             read=lambda: store.call(lambda: client.get(key)),
             write=lambda record: store.call(lambda: client.set(key, record)),
             reload=reload,
-            serving=lambda: self.profiles.serving.model.bundle.path,
+            serving=lambda: (self.serving.model.bundle.path, self.serving.model.version),
             interval_s=interval_s,
         )
         try:

@@ -132,3 +132,42 @@ def test_a_record_of_a_bundle_that_fails_keeps_the_configured_one(two_bundles, r
     redis.Redis.from_url(redis_server.url).set(Keys(settings.key_prefix).serving, record)
     with client_for(settings) as api:
         assert api.get("/readyz").json()["model_version"] == "workers-first"
+
+
+def test_the_follower_reloads_on_a_new_bundle_or_version_and_not_on_its_own_record(tmp_path):
+    import asyncio
+
+    from service.reload_sync import ReloadFollower
+
+    record: dict[str, bytes | None] = {"value": None}
+    serving = [(tmp_path / "a", "v1")]
+    reloads: list[Path] = []
+
+    async def read() -> bytes | None:
+        return record["value"]
+
+    async def write(value: bytes) -> None:
+        record["value"] = value
+
+    async def reload(path: Path) -> None:
+        reloads.append(path)
+
+    follower = ReloadFollower(
+        read=read, write=write, reload=reload, serving=lambda: serving[-1], interval_s=1
+    )
+
+    async def scenario() -> list[bool]:
+        outcomes = [await follower.check()]  # no record yet
+        await write(serving_record(tmp_path / "a", "v1"))
+        outcomes.append(await follower.check())  # what it serves already
+        await write(serving_record(tmp_path / "a", "v2"))  # re-exported into the same folder
+        outcomes.append(await follower.check())
+        await write(serving_record(tmp_path / "b", "v3"))
+        outcomes.append(await follower.check())
+        outcomes.append(await follower.check())  # nothing new
+        await follower.announce(tmp_path / "c", "v4")  # its own reload
+        outcomes.append(await follower.check())
+        return outcomes
+
+    assert asyncio.run(scenario()) == [False, False, True, True, False, False]
+    assert reloads == [tmp_path / "a", tmp_path / "b"]
