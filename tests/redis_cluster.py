@@ -138,6 +138,24 @@ class LocalCluster:
         wait_for(self._healthy, "cluster_state:ok after the failover")
         return old, new
 
+    def kill_and_restart(self, key: str, down_s: float) -> EmbeddedRedis:
+        """``kill -9`` the master of ``key``'s slot and start it again ``down_s`` later on
+        its port, data and ``nodes.conf`` (its AOF brings back what it acknowledged); its
+        replica is told not to take over meanwhile, so the master comes back as master."""
+        master = self.master_of(key)
+        with self.client(self.replica_of(master)) as replica:
+            replica.config_set("cluster-replica-no-failover", "yes")
+            try:
+                assert master._proc is not None
+                master._proc.kill()
+                master._proc.wait()
+                time.sleep(down_s)
+                master.start()
+                wait_for(self._healthy, "cluster_state:ok after the restart")
+            finally:
+                replica.config_set("cluster-replica-no-failover", "no")
+        return master
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
