@@ -47,9 +47,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import AskError, NoScriptError, TryAgainError
+from redis.exceptions import AskError, NoScriptError, SlotNotCoveredError, TryAgainError
 
 from service.store import ABKeys
 
@@ -276,7 +276,9 @@ class ABStore:
         if fsync_timeout_ms is None:
             return Recorded(int(await self._record_event(keys=keys, args=args)))
         # one connection for both: WAITAOF waits for this connection's last write
-        node = self.client.get_node_from_key(keys[0]) if self.cluster else None
+        node = None
+        if isinstance(self.client, RedisCluster):  # (a no-op unless its map was dropped)
+            node = (await self.client.initialize()).get_node_from_key(keys[0])
         waitaof = ("WAITAOF", 1, 0, fsync_timeout_ms)
 
         def commands(pipe: Any) -> None:
@@ -295,10 +297,18 @@ class ABStore:
         if isinstance(outcome, Exception):
             raise outcome
         confirmed = not isinstance(acks, Exception) and acks[0] >= 1
-        if node is not None and self.client.get_node_from_key(keys[0]) != node:
+        if node is not None and not self._serves(node, keys[0]):
             confirmed = False  # the slot moved meanwhile: the WAITAOF proves nothing
         # an error instead of acks: the AOF was switched off since persistence was probed
         return Recorded(int(outcome), on_disk=confirmed)
+
+    def _serves(self, node: ClusterNode, key: str) -> bool:
+        """``node`` is still the master of ``key``'s slot, as far as the client knows."""
+        assert isinstance(self.client, RedisCluster)
+        try:
+            return self.client.get_node_from_key(key) == node
+        except SlotNotCoveredError:  # the client dropped its slot map meanwhile
+            return False
 
     async def _follow(self, key: str) -> None:
         """Let the cluster client follow a redirection of ``key``'s slot (MOVED after a

@@ -101,6 +101,7 @@ class RedisStore:
         self.url = url
         self.keys = keys
         self.retry_s = retry_s
+        self.cluster = cluster
         self.client: aioredis.Redis | RedisCluster
         self._budget: ConnectionBudget | None = None
         if cluster:
@@ -156,9 +157,9 @@ class RedisStore:
         self._timeouts = 0
         if not self.up:
             self._set_up(True)
-            if self._budget is not None:
+            if self.cluster:
                 self._connected()  # back after an outage: maybe reconfigured
-        if self._budget is not None:
+        if self.cluster:
             self._check_masters()
         return result
 
