@@ -22,7 +22,7 @@ from service.settings import Settings
 from service.store.keys import ABKeys, Keys
 from tests.loopback import concurrently
 from tests.redis_cluster import LocalCluster
-from tests.service_helpers import make_settings, served, users, write_experiments
+from tests.service_helpers import ADMIN, make_settings, served, users, write_experiments
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,11 @@ def test_the_api_and_its_ab_test_on_a_cluster(cluster, settings, service_bundle)
         first = httpx.get(f"{base}/users/{user}/tags", params={"k": 5}).json()
         again = httpx.get(f"{base}/users/{user}/tags", params={"k": 5}).json()
         assert again["cached"] is True and again["tags"] == first["tags"]
+        features = {"hist_tags": [5, 9, 30], "hist_tags_w": [2, 1, 1]}  # MULTI on one key
+        put = httpx.put(f"{base}/users/{user}/features", json=features, headers=ADMIN)
+        assert put.status_code == 200 and put.json()["stored"] is True
+        changed = httpx.get(f"{base}/users/{user}/tags", params={"k": 5}).json()
+        assert changed["cached"] is False and changed["tags"] != first["tags"]
 
         rankings = [rank(base, u["user_id"]) for u in users(service_bundle)[:20]]
         assert all(r["exposure_logged"] for r in rankings)
@@ -131,13 +136,18 @@ def test_the_api_and_its_ab_test_on_a_cluster(cluster, settings, service_bundle)
         second = click(base, rankings[0], "other-id")  # a second click, same theme
         assert second.json()["status"] == "already_counted"
 
+        # an exposure whose count is missing (its log failed half-way): nothing counted
+        ab = ABKeys(settings.key_prefix)
+        with RedisCluster.from_url(cluster.url) as direct:
+            assert direct.delete(ab.counted("themes", rankings[5]["request_id"])) == 1
+        assert click(base, rankings[5], "late").status_code == 404
+
         report = httpx.get(f"{base}/experiments/themes/report").json()
         arms = report["arms"].values()
         assert sum(arm["clicks"] for arm in arms) == 20
         assert sum(arm["impressions"] for arm in arms) == 3 * 20
         assert httpx.get(f"{base}/experiments/themes").status_code == 200  # the HTML page
 
-    ab = ABKeys(settings.key_prefix)
     logged = keys_by_master(cluster, f"{settings.key_prefix}ab:*")
     tagged = [key for keys in logged.values() for key in keys if "{themes}" in key]
     requests = keys_by_master(cluster, ab.request("*"))
