@@ -75,7 +75,10 @@ def describe_error(error: ValidationError, flags: Mapping[str, str] | None = Non
     lines = []
     for problem in error.errors():
         field = str(problem["loc"][0]) if problem["loc"] else ""
-        where = flags.get(field) or (env_name(field) if field else "settings")
+        if not field:  # a check of several settings together: its message names them
+            lines.append(f"invalid settings: {problem['msg'].removeprefix('Value error, ')}")
+            continue
+        where = flags.get(field) or env_name(field)
         value: Any = problem.get("input")
         shown = "" if isinstance(value, dict) else f"={value!r}"
         lines.append(f"invalid setting {where}{shown}: {problem['msg']}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.store import check_prefix
 
 Device = Literal["auto", "cuda", "cpu"]
 
@@ -104,6 +106,21 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="serve: address to bind")
     port: int = Field(8000, ge=0, le=65535, description="serve: port to bind")
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_without_hash_tag(cls, prefix: str) -> str:
+        return check_prefix(prefix)
+
+    @model_validator(mode="after")
+    def _cluster_needs_url(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError(
+                "TAGPROFILE_REDIS_CLUSTER=true needs TAGPROFILE_REDIS_URL (or --redis-url): "
+                "the URL of any node of the Redis Cluster; the embedded Redis is a single "
+                "server, not a cluster"
+            )
+        return self
 
     @property
     def reload_sync_s(self) -> float:

@@ -165,6 +165,7 @@ class ServiceState:
             profile_memory_size=s.profile_memory_size,
             max_connections=s.redis_max_connections,
             pool_timeout_s=s.redis_pool_timeout_s,
+            cluster=s.redis_cluster,
         )
         store.on_state = lambda up: self.metrics.redis_up.set(int(up))
         store.on_error = lambda kind: self.metrics.redis_errors.labels(kind).inc()

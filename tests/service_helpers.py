@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import redis
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -25,6 +24,7 @@ from service.http import server_config
 from service.jobs.load import load_into_redis
 from service.model.bundle import MANIFEST_NAME
 from service.settings import Settings
+from service.store import sync_client
 from service.store.keys import Keys
 
 ADMIN = {"authorization": "Bearer test-admin-token"}
@@ -98,7 +98,8 @@ def served(settings: Settings, *, load_users: bool = True) -> Iterator[str]:
 def load_users_into(settings: Settings) -> None:
     from service.model.bundle import load_bundle
 
-    client = redis.Redis.from_url(settings.redis_url)
+    assert settings.redis_url is not None
+    client = sync_client(settings.redis_url, cluster=settings.redis_cluster)
     load_into_redis(load_bundle(settings.bundle), client, Keys(settings.key_prefix), progress=False)
 
 

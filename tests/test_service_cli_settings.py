@@ -43,6 +43,14 @@ def test_a_bad_variable_is_named_as_it_was_set(monkeypatch, capsys) -> None:
     assert "max_k" not in err and "TAGPROFILE_PORT" not in err
 
 
+def test_cluster_mode_without_a_url_stops_the_command(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("TAGPROFILE_REDIS_URL", raising=False)
+    monkeypatch.setenv("TAGPROFILE_REDIS_CLUSTER", "true")
+    assert main(["precompute"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings: TAGPROFILE_REDIS_CLUSTER=true needs TAGPROFILE_REDIS_URL" in err
+
+
 def test_a_misspelled_variable_is_warned_about(monkeypatch, capsys, tmp_path) -> None:
     monkeypatch.setenv("TAGPROFILE_MAXK", "5")
     monkeypatch.setenv("TAGPROFILE_IMAGE", "tagprofile:gpu")  # compose's, not a setting

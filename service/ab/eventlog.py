@@ -4,50 +4,61 @@ to ``/events``, and the per-user counters the report is computed from.
 Everything lives in Redis (not in the API process), so several API replicas share one
 experiment. Counters are kept per *run* (:mod:`service.ab.runs`: the experiment's salt
 and arms), so a changed configuration starts from zero instead of adding to old counts.
-Keys, under ``{prefix}ab:``:
+The keys (:class:`~service.store.keys.ABKeys`), under ``{prefix}ab:``:
 
 - ``req:{request_id}`` hash: experiment, run, arm, user, shown theme ids (JSON) and,
-  for a ranking requested with a segment, the segment; a TTL bounds how late an event
-  may arrive;
-- ``{experiment}:runs`` hash: run id -> its configuration (JSON), every run seen;
-- ``{experiment}:{run}:arms`` set: the arms that served exposures in the run;
-- ``{experiment}:{run}:exposures`` / ``{experiment}:{run}:events`` streams: the raw log;
-- ``{experiment}:{run}:imps:{arm}`` / ``{experiment}:{run}:clicks:{arm}`` hashes:
+  for a ranking requested with a segment, the segment; what ``/events`` looks up;
+- ``{{experiment}}:req:{request_id}`` hash: the exposure was counted (``themes``), and
+  ``click:{theme}``/``view:{theme}`` once counted (one click per request and theme);
+- ``{{experiment}}:runs`` hash: run id -> its configuration (JSON), every run seen;
+- ``{{experiment}}:{run}:arms`` set: the arms that served exposures in the run;
+- ``{{experiment}}:{run}:exposures`` / ``{{experiment}}:{run}:events`` streams: the raw log;
+- ``{{experiment}}:{run}:imps:{arm}`` / ``{{experiment}}:{run}:clicks:{arm}`` hashes:
   user -> count;
-- ``{experiment}:{run}:pos:{arm}`` hash: ``imp:{p}``, ``click:{p}``, ``view:{p}`` per
+- ``{{experiment}}:{run}:pos:{arm}`` hash: ``imp:{p}``, ``click:{p}``, ``view:{p}`` per
   position;
-- ``{experiment}:{run}:ts:{arm}`` hash: ``{minute}:imp`` / ``{minute}:click`` for the time
-  plot;
-- ``{experiment}:{run}:seg-imps:{arm}`` / ``{experiment}:{run}:seg-clicks:{arm}`` hashes:
-  ``{segment}|{user}`` -> count, for rankings requested with a segment (the report's
-  per-segment breakdown; ``|`` is in neither a segment name nor a user id);
-- ``event:{event_id}``: the payload (request, type, theme) an event id was first used for:
-  the same id with the same payload is a duplicate, with another payload a conflict.
+- ``{{experiment}}:{run}:ts:{arm}`` hash: ``{minute}:imp`` / ``{minute}:click`` for the
+  time plot;
+- ``{{experiment}}:{run}:seg-imps:{arm}`` / ``{{experiment}}:{run}:seg-clicks:{arm}``
+  hashes: ``{segment}|{user}`` -> count, for rankings requested with a segment (the
+  report's per-segment breakdown; ``|`` is in neither a segment name nor a user id);
+- ``{{experiment}}:event:{event_id}``: the payload (request, type, theme) an event id was
+  first used for: the same id with the same payload is a duplicate, with another payload a
+  conflict (event ids are unique per experiment).
+
+``{{experiment}}`` is the literal hash tag (braces included): on a Redis Cluster every key
+a script touches is in the experiment's slot. Request ids are not tagged (they spread).
 
 An exposure is written by one Lua script (all or nothing, once per request id, so a retry
-after a lost reply counts it once); an event by another that checks the event id, then
-counts at most one click per (request, theme). Where the server has WAITAOF (Redis 7.2+)
-an event's script is followed, on the same connection, by ``WAITAOF 1 0 timeout``: the
-event is acknowledged only once it is in the append-only file on disk.
+after a lost reply counts it once), pipelined with the ``req:`` hash that ``/events`` reads;
+an event by another script that checks the exposure was counted and the event id, then
+counts at most one click per (request, theme). Both TTLs bound how late an event may
+arrive. Where the server has WAITAOF (Redis 7.2+) an event's script is followed, on the same
+connection, by ``WAITAOF 1 0 timeout``: the event is acknowledged only once it is in the
+append-only file on disk (on a cluster: of the master of the experiment's slot).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import AskError, NoScriptError, SlotNotCoveredError, TryAgainError
+
+from service.store import ABKeys
 
 STREAM_MAXLEN = 1_000_000
 REQUEST_TTL_S = 7 * 24 * 3600
 
 _LOG_EXPOSURE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'experiment', ARGV[1], 'run', ARGV[2], 'arm', ARGV[3],
-  'user', ARGV[4], 'themes', ARGV[5])
-if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'segment', ARGV[12]) end
+redis.call('HSET', KEYS[1], 'themes', ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'request_id', ARGV[9],
   'user', ARGV[4], 'arm', ARGV[3], 'themes', ARGV[5])
@@ -62,9 +73,10 @@ return 1
 """
 
 _RECORD_EVENT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 4 end
 local previous = redis.call('GET', KEYS[1])
 if previous then
-  if previous == ARGV[10] or previous == '1' then return 0 end
+  if previous == ARGV[10] then return 0 end
   return 3
 end
 redis.call('SET', KEYS[1], ARGV[10], 'EX', ARGV[7])
@@ -80,9 +92,12 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[9], '*', 'event_id', ARGV[1],
   'request_id', ARGV[8], 'type', ARGV[2], 'theme_id', ARGV[3], 'user', ARGV[5])
 return 1
 """
-ACCEPTED, DUPLICATE_EVENT, ALREADY_COUNTED, CONFLICT = 1, 0, 2, 3
-"""Outcomes of an event; an event id seen before with ``'1'`` (written before ids were
-tied to their payload) counts as a duplicate."""
+ACCEPTED, DUPLICATE_EVENT, ALREADY_COUNTED, CONFLICT, NOT_COUNTED = 1, 0, 2, 3, 4
+"""Outcomes of an event; NOT_COUNTED: the request's exposure was never counted (its log
+failed half-way) or has expired, so nothing of it may be counted."""
+
+Client = aioredis.Redis | RedisCluster
+"""Standalone Redis or a Redis Cluster: the log is the same on both."""
 
 
 @dataclass(frozen=True)
@@ -127,20 +142,33 @@ class ArmCounts:
 class ABStore:
     """Exposure and event logging for all experiments under one key prefix."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: Client, prefix: str) -> None:
         self.client = client
-        self.prefix = f"{prefix}ab:"
+        self.keys = ABKeys(prefix)
+        self.cluster = isinstance(client, RedisCluster)
         self._log_exposure = client.register_script(_LOG_EXPOSURE)
         self._record_event = client.register_script(_RECORD_EVENT)
 
     def _key(self, experiment: str, run: str, name: str) -> str:
-        return f"{self.prefix}{experiment}:{run}:{name}"
+        return self.keys.run(experiment, run, name)
 
-    def _runs_key(self, experiment: str) -> str:
-        return f"{self.prefix}{experiment}:runs"
-
-    def _request_key(self, request_id: str) -> str:
-        return f"{self.prefix}req:{request_id}"
+    async def _pipelined(
+        self, commands: Callable[[Any], None], script: AsyncScript, **options: Any
+    ) -> list[Any]:
+        """Replies of one non-transactional pipeline that runs ``script`` by its SHA (the
+        errors as values). A server without the script (restarted, or a replica promoted
+        since) answers NOSCRIPT and runs nothing of it: the script is loaded (on every
+        master of a cluster) and the pipeline sent once more, its other commands being
+        idempotent."""
+        for attempt in (1, 2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                commands(pipe)
+                replies = await pipe.execute(raise_on_error=False, **options)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                await self.client.script_load(script.script)
+                continue
+            break
+        return replies
 
     async def log_exposure(
         self, request_id: str, exposure: Exposure, run_config: dict, now: float | None = None
@@ -150,12 +178,12 @@ class ABStore:
         minute = int((now or time.time()) // 60)
         exp, run, arm, user = exposure.experiment, exposure.run, exposure.arm, exposure.user_id
         keys = [
-            self._request_key(request_id),
+            self.keys.counted(exp, request_id),
             self._key(exp, run, "exposures"),
             self._key(exp, run, f"imps:{arm}"),
             self._key(exp, run, f"pos:{arm}"),
             self._key(exp, run, f"ts:{arm}"),
-            self._runs_key(exp),
+            self.keys.runs(exp),
             self._key(exp, run, "arms"),
             self._key(exp, run, f"seg-imps:{arm}"),
         ]
@@ -174,10 +202,24 @@ class ABStore:
             exposure.segment or "",
             exposure.segment_field,
         ]
-        await self._log_exposure(keys=keys, args=args)
+        shown = {"experiment": exp, "run": run, "arm": arm, "user": user, "themes": args[4]}
+        if exposure.segment is not None:
+            shown["segment"] = exposure.segment
+        request = self.keys.request(request_id)
+
+        def commands(pipe: Any) -> None:
+            # one round trip: on a cluster the two keys are on two masters, in parallel
+            # execute_command: redis-py's ClusterPipeline blocks its evalsha() method
+            pipe.execute_command("EVALSHA", self._log_exposure.sha, len(keys), *keys, *args)
+            pipe.hset(request, mapping=shown)
+            pipe.expire(request, REQUEST_TTL_S)
+
+        for reply in await self._pipelined(commands, self._log_exposure):
+            if isinstance(reply, Exception):
+                raise reply
 
     async def exposure(self, request_id: str) -> Exposure | None:
-        fields = await self.client.hgetall(self._request_key(request_id))
+        fields = await self.client.hgetall(self.keys.request(request_id))
         if not fields:
             return None
         return Exposure(
@@ -203,13 +245,14 @@ class ABStore:
         """ACCEPTED, DUPLICATE_EVENT (this event id, this payload, seen before), CONFLICT
         (this event id was used for another payload: nothing counted) or ALREADY_COUNTED
         (a second click on the same theme of the same request: logged once, counted
-        once). With ``fsync_timeout_ms``, also whether the AOF confirmed it (WAITAOF)."""
+        once), or NOT_COUNTED (the request's exposure was not counted: nothing counted).
+        With ``fsync_timeout_ms``, also whether the AOF confirmed it (WAITAOF)."""
         minute = int((now or time.time()) // 60)
         exp, run, arm = exposure.experiment, exposure.run, exposure.arm
         theme_id = exposure.theme_ids[position]
         keys = [
-            f"{self.prefix}event:{event_id}",
-            self._request_key(request_id),
+            self.keys.event(exp, event_id),
+            self.keys.counted(exp, request_id),
             self._key(exp, run, f"clicks:{arm}"),
             self._key(exp, run, f"pos:{arm}"),
             self._key(exp, run, f"ts:{arm}"),
@@ -233,14 +276,46 @@ class ABStore:
         if fsync_timeout_ms is None:
             return Recorded(int(await self._record_event(keys=keys, args=args)))
         # one connection for both: WAITAOF waits for this connection's last write
-        async with self.client.pipeline(transaction=False) as pipe:
-            await self._record_event(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAITAOF", 1, 0, fsync_timeout_ms)
-            outcome, acks = await pipe.execute(raise_on_error=False)
+        node = None
+        if isinstance(self.client, RedisCluster):  # (a no-op unless its map was dropped)
+            node = (await self.client.initialize()).get_node_from_key(keys[0])
+        waitaof = ("WAITAOF", 1, 0, fsync_timeout_ms)
+
+        def commands(pipe: Any) -> None:
+            pipe.execute_command("EVALSHA", self._record_event.sha, len(keys), *keys, *args)
+            if node is None:
+                pipe.execute_command(*waitaof)
+            else:  # a key-less command: sent to the script's master, in its batch
+                pipe.execute_command(*waitaof, target_nodes=node)
+
+        # a cluster must not follow a redirection here: the script would run elsewhere
+        # than the WAITAOF, which would then confirm nothing
+        options = {"allow_redirections": False} if self.cluster else {}
+        outcome, acks = await self._pipelined(commands, self._record_event, **options)
+        if isinstance(outcome, (AskError, TryAgainError)) and node is not None:
+            await self._follow(keys[0])
         if isinstance(outcome, Exception):
             raise outcome
+        confirmed = not isinstance(acks, Exception) and acks[0] >= 1
+        if node is not None and not self._serves(node, keys[0]):
+            confirmed = False  # the slot moved meanwhile: the WAITAOF proves nothing
         # an error instead of acks: the AOF was switched off since persistence was probed
-        return Recorded(int(outcome), on_disk=not isinstance(acks, Exception) and acks[0] >= 1)
+        return Recorded(int(outcome), on_disk=confirmed)
+
+    def _serves(self, node: ClusterNode, key: str) -> bool:
+        """``node`` is still the master of ``key``'s slot, as far as the client knows."""
+        assert isinstance(self.client, RedisCluster)
+        try:
+            return self.client.get_node_from_key(key) == node
+        except SlotNotCoveredError:  # the client dropped its slot map meanwhile
+            return False
+
+    async def _follow(self, key: str) -> None:
+        """Let the cluster client follow a redirection of ``key``'s slot (MOVED after a
+        failover updates its slot map) with a read, so the next event goes where the slot
+        is now; the event itself was not run and is refused (503: retry)."""
+        assert isinstance(self.client, RedisCluster)
+        await self.client.exists(key)
 
     async def counts(
         self, experiment: str, run: str, arms: Sequence[str]
@@ -269,7 +344,7 @@ class ABStore:
 
     async def runs(self, experiment: str) -> dict[str, dict]:
         """Every run of the experiment seen in the log: run id -> its configuration."""
-        fields = await self.client.hgetall(self._runs_key(experiment))
+        fields = await self.client.hgetall(self.keys.runs(experiment))
         return {run.decode(): orjson.loads(config) for run, config in fields.items()}
 
     async def run_totals(self, experiment: str, run: str) -> dict[str, dict[str, int]]:

@@ -3,8 +3,11 @@
 
 Every record is validated against the bundle's model before anything is written (a bad
 line stops the load with its file and line, leaving the store untouched); writes are
-pipelined in batches of MULTI/EXEC transactions (each user's hash is deleted and rewritten,
-never seen half-replaced), so re-running a load is idempotent.
+pipelined in batches, each user's hash replaced by one small Lua script (deleted and
+rewritten atomically, never seen half-replaced), so re-running a load is idempotent. A
+script per user, not a MULTI per batch, because on a Redis Cluster the users of a batch
+live on every master and a transaction cannot span slots; the pipeline is redis-py's
+ClusterPipeline there (non-transactional, one batch per master, sent in parallel).
 """
 
 from __future__ import annotations
@@ -15,11 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import redis
 from tqdm import tqdm
 
 from service.model import Bundle, FeatureError, FeatureSpec, Record
-from service.store import Keys, encode_features, valid_user_id
+from service.store import Keys, SyncClient, encode_features, valid_user_id
+
+REPLACE_HASH = """
+redis.call('DEL', KEYS[1])
+return redis.call('HSET', KEYS[1], unpack(ARGV))
+"""
+"""One user's hash, replaced atomically. Sent with EVAL, not EVALSHA: a master restarted
+or promoted during the load has no script cache, and the text is a few dozen bytes."""
 
 
 class LoadError(ValueError):
@@ -57,7 +66,7 @@ def read_users(path: Path, spec: FeatureSpec) -> Iterator[tuple[str, Record]]:
 
 def load_into_redis(
     bundle: Bundle,
-    client: redis.Redis,
+    client: SyncClient,
     keys: Keys,
     *,
     batch: int = 1000,
@@ -68,11 +77,11 @@ def load_into_redis(
     users = list(read_users(bundle.users_path, spec)) if bundle.users_path else []
     with tqdm(total=len(users), desc="load users", unit="user", disable=not progress) as bar:
         for offset in range(0, len(users), batch):
-            pipe = client.pipeline(transaction=True)  # MULTI: no half-replaced user
+            pipe = client.pipeline(transaction=False)
             for user_id, record in users[offset : offset + batch]:
-                key = keys.features(user_id)
-                pipe.delete(key)
-                pipe.hset(key, mapping=encode_features(record))
+                fields = [part for item in encode_features(record).items() for part in item]
+                # execute_command: redis-py's ClusterPipeline has no eval()
+                pipe.execute_command("EVAL", REPLACE_HASH, 1, keys.features(user_id), *fields)
             pipe.execute()
             bar.update(min(batch, len(users) - offset))
     if bundle.themes_path is not None:

@@ -16,11 +16,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import redis
 from tqdm import tqdm
 
 from service.model import LoadedModel
-from service.store import Keys, decode_features
+from service.store import Keys, SyncClient, decode_features
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,9 @@ class PrecomputeReport:
         return self.users / self.seconds if self.seconds > 0 else 0.0
 
 
-def user_keys(client: redis.Redis, keys: Keys, scan_count: int = 1000) -> list[str]:
+def user_keys(client: SyncClient, keys: Keys, scan_count: int = 1000) -> list[str]:
+    """Every stored user's feature key; on a Redis Cluster the SCAN runs on every master
+    (redis-py's cluster ``scan_iter``), since the per-user keys are spread over them."""
     return sorted(
         key.decode() for key in client.scan_iter(match=keys.features_pattern, count=scan_count)
     )
@@ -48,7 +49,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def precompute(
     model: LoadedModel,
-    client: redis.Redis,
+    client: SyncClient,
     keys: Keys,
     *,
     ttl_s: int,
@@ -97,7 +98,7 @@ def precompute(
     return PrecomputeReport(written, skipped, time.perf_counter() - start, model_seconds)
 
 
-def _read(client: redis.Redis, chunk: list[str]) -> list[dict[bytes, bytes]]:
+def _read(client: SyncClient, chunk: list[str]) -> list[dict[bytes, bytes]]:
     read = client.pipeline(transaction=False)
     for key in chunk:
         read.hgetall(key)
@@ -105,7 +106,7 @@ def _read(client: redis.Redis, chunk: list[str]) -> list[dict[bytes, bytes]]:
 
 
 def _write(
-    client: redis.Redis,
+    client: SyncClient,
     keys: Keys,
     model: LoadedModel,
     users: list[str],

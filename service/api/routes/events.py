@@ -3,7 +3,7 @@
 
 from fastapi import APIRouter
 
-from service.ab import ACCEPTED, CONFLICT, DUPLICATE_EVENT, Exposure
+from service.ab import ACCEPTED, CONFLICT, DUPLICATE_EVENT, NOT_COUNTED, Exposure
 from service.api.deps import ABDep
 from service.api.errors import ApiError, error_responses
 from service.api.schemas import EventIn, EventOut
@@ -65,6 +65,8 @@ async def post_event(event: EventIn, ab: ABDep) -> EventOut:
     refusal = await ab.refusal()  # Redis may have come back as another server meanwhile
     if refusal is not None:
         raise ApiError(503, "redis", f"event may not be kept: {refusal}; retry later")
+    if recorded.outcome == NOT_COUNTED:  # its exposure log failed half-way, or expired
+        raise ApiError(404, "request_id", f"unknown or expired request {event.request_id!r}")
     if recorded.outcome == CONFLICT:
         raise ApiError(
             409,
