@@ -281,7 +281,10 @@ def test_item_tags_drawn_in_blocks_give_the_same_world(
 
 @pytest.fixture(scope="module")
 def sparse_world() -> RawDataset:
-    return generate_synthetic(users=600, items=400, tags=1000, topics=5, seed=2, sparse=True)
+    with pytest.MonkeyPatch.context() as patch:  # several blocks of users, as at 1 M users
+        patch.setattr(synthetic, "_USER_BLOCK", 250)
+        patch.setattr(synthetic, "_IMPRESSION_USER_BLOCK", 250)
+        return generate_synthetic(users=600, items=400, tags=1000, topics=5, seed=2, sparse=True)
 
 
 def _dense_affinity(ds: RawDataset) -> np.ndarray:
@@ -319,6 +322,8 @@ def test_sparse_truth_drives_the_clicks(sparse_world: RawDataset) -> None:
     liked = (_decisive_matrix(sparse_world)[i] & (dense["user_tag_affinity"][u] > 0)).any(axis=1)
     assert liked.mean() > 0.05 and y[liked].mean() > 2 * y[~liked].mean()
     assert 0.08 <= y.mean() <= 0.30
+    sparse_world.validate()  # blocks of users join into one well-formed world
+    assert np.array_equal(np.unique(u), np.arange(600)) and (np.diff(u) >= 0).all()
 
 
 def test_large_worlds_switch_to_the_sparse_truth(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,7 +70,9 @@ blocks of items (the same random stream, so the same world), and a world with mo
   exact);
 * a user's affinity is then their ``TRUTH_TAGS_PER_USER`` strongest head tags, renormalised
   to sum to 1: those are the user's planted interests, and every other tag has affinity 0
-  (for clicks too). Users are drawn in blocks of ``_USER_BLOCK`` so memory stays bounded.
+  (for clicks too);
+* users' preferences and their impressions are drawn in blocks of users, so memory stays
+  bounded (about 5 GB of generator peak at 1 M users, 40 M impressions).
 
 Worlds at or below the threshold (every default size) are generated exactly as before.
 
@@ -124,6 +126,7 @@ TRUTH_TAGS_PER_USER = 64  # tags with a planted affinity per user (sparse)
 _USER_BLOCK = 20_000  # users per block of the sparse affinity draw
 _CELL_BLOCK = 1 << 24  # item x tag cells per block of the item-tag sampling keys
 _PAIR_CHUNK = 1 << 22  # (user, item) pairs per chunk of click_probability
+_IMPRESSION_USER_BLOCK = 100_000  # users per block of impressions (sparse worlds)
 
 
 def topic_names(topics: int) -> list[str]:
@@ -205,6 +208,55 @@ def _sparse_affinity(
         "user_tag_ids": ids.ravel(),
         "user_tag_values": values.ravel(),
     }
+
+
+def _impressions(
+    rng: np.random.Generator,
+    lo: int,
+    hi: int,
+    m: int,
+    personal_share: float,
+    popularity: np.ndarray,
+    item_topic: np.ndarray,
+    truth: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Impressions, times and clicks of users ``lo:hi`` (module docstring, "Impressions"):
+    user (int32), item (int32), time (int64), label (int8), click probability (float32).
+    Large worlds call it per block of users so the temporaries stay bounded."""
+    n_u, n_k = hi - lo, truth["user_topic_affinity"].shape[1]
+    n_i = len(popularity)
+    per_user = rng.integers((m + 1) // 2, m + m // 2 + 1, n_u)
+    user_offsets = np.concatenate(([0], np.cumsum(per_user)))
+    n = int(user_offsets[-1])
+    local_user = np.repeat(np.arange(n_u, dtype=np.int32), per_user)
+
+    inter_item = rng.choice(n_i, n, p=popularity)
+    personal = np.flatnonzero(rng.random(n) < personal_share)
+    if len(personal):
+        pu = local_user[personal]
+        topic_cum = np.cumsum(truth["user_topic_affinity"][lo:hi].ravel(), dtype=np.float64)
+        row_starts = np.arange(n_u + 1, dtype=np.int64) * n_k
+        chosen = _grouped_draw(rng, pu, row_starts, topic_cum)
+        chosen_topic = chosen - pu.astype(np.int64) * n_k
+        by_topic = np.argsort(item_topic, kind="stable")
+        item_starts = np.concatenate(([0], np.cumsum(np.bincount(item_topic, minlength=n_k))))
+        has_items = item_starts[chosen_topic + 1] > item_starts[chosen_topic]
+        picked = _grouped_draw(
+            rng, chosen_topic[has_items], item_starts, np.cumsum(popularity[by_topic])
+        )
+        inter_item[personal[has_items]] = by_topic[picked]
+    inter_item = inter_item.astype(np.int32)
+
+    gaps = 1 + rng.exponential(4 * 3600.0, n).astype(np.int64)
+    start = EPOCH_2020 + rng.integers(0, 180 * 86400, n_u)
+    running = np.cumsum(gaps)
+    before_user = np.concatenate(([0], running))[user_offsets[:-1]]
+    inter_time = (running - np.repeat(before_user - start, per_user)).astype(np.int64)
+
+    inter_user = local_user + np.int32(lo)
+    click_prob = click_probability(truth, inter_user, inter_item)
+    inter_label = (rng.random(n) < click_prob).astype(np.int8)
+    return inter_user, inter_item, inter_time, inter_label, click_prob.astype(np.float32)
 
 
 def generate_synthetic(
@@ -368,35 +420,6 @@ def generate_synthetic(
     popularity /= popularity.sum()
 
     # --- impressions ---------------------------------------------------------------------
-    m = impressions_per_user
-    per_user = rng.integers((m + 1) // 2, m + m // 2 + 1, n_u)
-    user_offsets = np.concatenate(([0], np.cumsum(per_user)))
-    n = int(user_offsets[-1])
-    inter_user = np.repeat(np.arange(n_u, dtype=np.int32), per_user)
-
-    inter_item = rng.choice(n_i, n, p=popularity)
-    personal = np.flatnonzero(rng.random(n) < personal_share)
-    if len(personal):
-        pu = inter_user[personal]
-        topic_cum = np.cumsum(topic_pref.ravel(), dtype=np.float64)
-        row_starts = np.arange(n_u + 1, dtype=np.int64) * n_k
-        chosen = _grouped_draw(rng, pu, row_starts, topic_cum)
-        chosen_topic = chosen - pu.astype(np.int64) * n_k
-        by_topic = np.argsort(item_topic, kind="stable")
-        item_starts = np.concatenate(([0], np.cumsum(np.bincount(item_topic, minlength=n_k))))
-        has_items = item_starts[chosen_topic + 1] > item_starts[chosen_topic]
-        picked = _grouped_draw(
-            rng, chosen_topic[has_items], item_starts, np.cumsum(popularity[by_topic])
-        )
-        inter_item[personal[has_items]] = by_topic[picked]
-    inter_item = inter_item.astype(np.int32)
-
-    gaps = 1 + rng.exponential(4 * 3600.0, n).astype(np.int64)
-    start = EPOCH_2020 + rng.integers(0, 180 * 86400, n_u)
-    running = np.cumsum(gaps)
-    before_user = np.concatenate(([0], running))[user_offsets[:-1]]
-    inter_time = (running - np.repeat(before_user - start, per_user)).astype(np.int64)
-
     truth_partial = {
         **affinity_truth,
         "user_topic_affinity": topic_pref,
@@ -405,8 +428,17 @@ def generate_synthetic(
         "item_decisive_tags": decisive.values,
         "click_params": np.array([base_logit, decisive_weight, category_weight]),
     }
-    click_prob = click_probability(truth_partial, inter_user, inter_item)
-    inter_label = (rng.random(n) < click_prob).astype(np.int8)
+    block = _IMPRESSION_USER_BLOCK if sparse else n_u  # one block: the stream of small worlds
+    parts = [
+        _impressions(rng, lo, min(lo + block, n_u), impressions_per_user, personal_share,
+                     popularity, item_topic, truth_partial)
+        for lo in range(0, n_u, block)
+    ]  # fmt: skip
+    inter_user, inter_item, inter_time, inter_label, click_prob = (
+        np.concatenate(arrays) for arrays in zip(*parts, strict=True)
+    )
+    del parts
+    n = len(inter_user)
 
     # Coalition = the item's tag set. Gathering from the small padded [I, 6] matrix is several
     # times faster than a generic ragged take at millions of rows.
@@ -452,7 +484,7 @@ def generate_synthetic(
             "tag_topic": tag_topic,
             "item_topic": item_topic,
             "item_popularity": popularity,
-            "inter_click_prob": click_prob.astype(np.float32),
+            "inter_click_prob": click_prob,
         },
     )
     ds.validate()
