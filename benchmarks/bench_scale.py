@@ -95,6 +95,21 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
+def _subset(bundle: Path, args: argparse.Namespace) -> Path:
+    """A bundle with the first ``--precompute-users`` users: the other files are links."""
+    subset = args.work.resolve() / f"bundle-first-{args.precompute_users}"
+    subset.mkdir(exist_ok=True)
+    for path in bundle.iterdir():
+        target = subset / path.name
+        if path.name == "users.jsonl":
+            with path.open("rb") as src, target.open("wb") as dst:
+                for _, line in zip(range(args.precompute_users), src, strict=False):
+                    dst.write(line)
+        elif not target.exists():
+            target.symlink_to(path.resolve())
+    return subset
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
@@ -106,6 +121,16 @@ def main() -> None:
     parser.add_argument(
         "--max-batches", type=int, default=2000, help="train batches measured (0: full epoch)"
     )
+    parser.add_argument(
+        "--eval-fraction", type=float, default=0.2,
+        help="prepare's --test-fraction and --valid-fraction: evaluation scores every tag "
+        "for every valid and test user, which dominates a bounded epoch at 20k tags",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precompute-users", type=int, default=0,
+        help="precompute only the first N users of the bundle (0: all); load is measured on "
+        "all of them first, then Redis is emptied and the N users are loaded again",
+    )  # fmt: skip
     parser.add_argument("--rss-limit-gb", type=float, default=10.0)
     parser.add_argument("--reuse", action="store_true", help="skip stages already done")
     args = parser.parse_args()
@@ -139,7 +164,9 @@ def main() -> None:
     if "prepare" in stages and not done("prepare", data / "stats.json"):
         r = run_stage(
             [*py, "training", "prepare", "--dataset", "synthetic", "--users", str(args.users),
-             "--items", str(args.items), "--tags", str(args.tags), "--out", str(data)],
+             "--items", str(args.items), "--tags", str(args.tags), "--out", str(data),
+             "--test-fraction", str(args.eval_fraction),
+             "--valid-fraction", str(args.eval_fraction)],
             work / "prepare.log", limit_kb,
         )  # fmt: skip
         stats = json.loads((data / "stats.json").read_text())
@@ -202,7 +229,11 @@ def main() -> None:
             )  # fmt: skip
             report["stages"]["load"] = r
             if "precompute" in stages:
-                before, keys_before = after, keys_after
+                if args.precompute_users:
+                    url = ["--redis-url", server.url, "--bundle", str(_subset(bundle, args))]
+                    client.flushall()
+                    run_stage([*py, "service", "load", *url], work / "load-subset.log", limit_kb)
+                before, keys_before = _used_memory(client), client.dbsize()
                 r = run_stage(
                     [*py, "service", "precompute", *url], work / "precompute.log", limit_kb
                 )
