@@ -22,6 +22,7 @@ figures into a plan.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -52,7 +53,7 @@ def _rss_kb(pid: int) -> int:
 
 
 def run_stage(argv: list[str], log: Path, limit_kb: int) -> dict[str, Any]:
-    """Run one stage as a child process: wall seconds, peak RSS (MiB), exit code.
+    """Run one stage as a child process: wall and CPU seconds, peak RSS (MiB), exit code.
 
     The child is polled every half second and stopped (SIGTERM) if its RSS passes
     ``limit_kb``; ``ru_maxrss`` from ``wait4`` is the exact peak of that child alone.
@@ -77,6 +78,7 @@ def run_stage(argv: list[str], log: Path, limit_kb: int) -> dict[str, Any]:
         "argv": argv,
         "seconds": round(seconds, 2),
         "peak_rss_mib": round(peak_kb / 1024),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "returncode": proc.returncode,
         "stopped_over_rss_limit": stopped,
     }
@@ -105,8 +107,16 @@ def _subset(bundle: Path, args: argparse.Namespace) -> Path:
             with path.open("rb") as src, target.open("wb") as dst:
                 for _, line in zip(range(args.precompute_users), src, strict=False):
                     dst.write(line)
-        elif not target.exists():
+        elif path.name != "manifest.json" and not target.exists():
             target.symlink_to(path.resolve())
+    # the manifest pins every file's size and hash: record the shortened users.jsonl
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    users = (subset / "users.jsonl").read_bytes()
+    manifest["files"]["users.jsonl"] = {
+        "sha256": hashlib.sha256(users).hexdigest(),
+        "bytes": len(users),
+    }
+    (subset / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return subset
 
 
@@ -159,7 +169,11 @@ def main() -> None:
     report["machine"]["env"] = env_note
 
     def done(stage: str, marker: Path) -> bool:
-        return args.reuse and marker.exists() and stage in report["stages"]
+        return args.reuse and marker.exists()
+
+    def save() -> None:  # after every stage, so a failed stage keeps the others' figures
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
 
     if "prepare" in stages and not done("prepare", data / "stats.json"):
         r = run_stage(
@@ -177,6 +191,7 @@ def main() -> None:
             disk_mib=round(sum(f.stat().st_size for f in data.iterdir()) / 2**20),
         )  # fmt: skip
         report["stages"]["prepare"] = r
+        save()
 
     if "train" in stages and not done("train", run / "checkpoint.pt"):
         bounded = ["--max-batches", str(args.max_batches)] if args.max_batches else []
@@ -198,6 +213,7 @@ def main() -> None:
             test_ndcg_at_10=round(metrics["ndcg@10"], 4),
         )  # fmt: skip
         report["stages"]["train"] = r
+        save()
 
     if "export" in stages and not done("export", bundle / "manifest.json"):
         r = run_stage(
@@ -211,6 +227,7 @@ def main() -> None:
             model_onnx_mib=round((bundle / "model.onnx").stat().st_size / 2**20, 1),
         )  # fmt: skip
         report["stages"]["export"] = r
+        save()
 
     if {"load", "precompute"} & set(stages):
         with EmbeddedRedis(work / "redis", persistence=False) as server:
@@ -228,6 +245,7 @@ def main() -> None:
                 redis_server_pid=server.pid,
             )  # fmt: skip
             report["stages"]["load"] = r
+            save()
             if "precompute" in stages:
                 if args.precompute_users:
                     url = ["--redis-url", server.url, "--bundle", str(_subset(bundle, args))]
@@ -248,8 +266,7 @@ def main() -> None:
                 )  # fmt: skip
                 report["stages"]["precompute"] = r
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    save()
     print_table(report)
     print(f"wrote {args.out}")
 
