@@ -72,7 +72,7 @@ blocks of items (the same random stream, so the same world), and a world with mo
   to sum to 1: those are the user's planted interests, and every other tag has affinity 0
   (for clicks too);
 * users' preferences and their impressions are drawn in blocks of users, so memory stays
-  bounded (about 5 GB of generator peak at 1 M users, 40 M impressions).
+  bounded (the generator peaked at 2.1 GB for 500k users and 20 M impressions).
 
 Worlds at or below the threshold (every default size) are generated exactly as before.
 
