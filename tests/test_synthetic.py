@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from training.data import synthetic
 from training.data.ragged import Ragged
 from training.data.raw import RawDataset
 from training.data.synthetic import EPOCH_2020, click_probability, generate_synthetic
@@ -267,3 +268,66 @@ def test_attributes_weakly_shape_topic_preferences(world: RawDataset) -> None:
 def test_invalid_arguments_raise_naming_the_argument(kwargs: dict, argument: str) -> None:
     with pytest.raises(ValueError, match=rf"^{argument}\b"):
         generate_synthetic(**kwargs)
+
+
+def test_item_tags_drawn_in_blocks_give_the_same_world(
+    world: RawDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # at a million users the [I, T] sampling keys go in blocks: same stream, same world
+    monkeypatch.setattr(synthetic, "_CELL_BLOCK", 777)
+    monkeypatch.setattr(synthetic, "_PAIR_CHUNK", 1000)
+    _assert_same(world, generate_synthetic(seed=0))
+
+
+@pytest.fixture(scope="module")
+def sparse_world() -> RawDataset:
+    with pytest.MonkeyPatch.context() as patch:  # several blocks of users, as at 1 M users
+        patch.setattr(synthetic, "_USER_BLOCK", 250)
+        patch.setattr(synthetic, "_IMPRESSION_USER_BLOCK", 250)
+        return generate_synthetic(users=600, items=400, tags=1000, topics=5, seed=2, sparse=True)
+
+
+def _dense_affinity(ds: RawDataset) -> np.ndarray:
+    offsets, ids = ds.truth["user_tag_offsets"], ds.truth["user_tag_ids"]
+    out = np.zeros((ds.n_users, ds.n_tags), dtype=np.float32)
+    out[np.repeat(np.arange(ds.n_users), np.diff(offsets)), ids] = ds.truth["user_tag_values"]
+    return out
+
+
+def test_sparse_truth_keeps_each_users_strongest_head_tags(sparse_world: RawDataset) -> None:
+    truth = sparse_world.truth
+    assert "user_tag_affinity" not in truth
+    offsets, ids, values = (truth[f"user_tag_{k}"] for k in ("offsets", "ids", "values"))
+    assert np.array_equal(np.diff(offsets), np.full(600, synthetic.TRUTH_TAGS_PER_USER))
+    rows = ids.reshape(600, -1)
+    assert (np.diff(rows, axis=1) > 0).all()  # ascending, distinct: binary-searchable
+    assert np.allclose(values.reshape(600, -1).sum(axis=1), 1.0, atol=1e-5)
+    assert (values > 0).all()
+    # only the HEAD_TAGS tags of highest prior in each topic (200 tags per topic here)
+    rank = ids - np.flatnonzero(np.diff(truth["tag_topic"], prepend=-1))[truth["tag_topic"][ids]]
+    assert rank.max() < synthetic.HEAD_TAGS
+    # users differ: not everyone shares one top tag
+    assert len(np.unique(rows[np.arange(600), values.reshape(600, -1).argmax(axis=1)])) > 20
+
+
+def test_sparse_truth_drives_the_clicks(sparse_world: RawDataset) -> None:
+    truth = sparse_world.truth
+    u, i = sparse_world.inter_user, sparse_world.inter_item
+    p = click_probability(truth, u, i)
+    assert np.allclose(p, truth["inter_click_prob"], atol=1e-6)
+    dense = {k: v for k, v in truth.items() if not k.startswith("user_tag_")}
+    dense["user_tag_affinity"] = _dense_affinity(sparse_world)
+    assert np.allclose(click_probability(dense, u, i), p, atol=1e-12)  # CSR lookup is exact
+    y = sparse_world.inter_label.astype(bool)
+    liked = (_decisive_matrix(sparse_world)[i] & (dense["user_tag_affinity"][u] > 0)).any(axis=1)
+    assert liked.mean() > 0.05 and y[liked].mean() > 2 * y[~liked].mean()
+    assert 0.08 <= y.mean() <= 0.30
+    sparse_world.validate()  # blocks of users join into one well-formed world
+    assert np.array_equal(np.unique(u), np.arange(600)) and (np.diff(u) >= 0).all()
+
+
+def test_large_worlds_switch_to_the_sparse_truth(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(synthetic, "SPARSE_ABOVE_CELLS", 50 * 20 - 1)
+    assert "user_tag_offsets" in generate_synthetic(users=50, items=30, tags=20, topics=4).truth
+    monkeypatch.setattr(synthetic, "SPARSE_ABOVE_CELLS", 50 * 20)
+    assert "user_tag_affinity" in generate_synthetic(users=50, items=30, tags=20, topics=4).truth

@@ -336,6 +336,22 @@ def test_train_in_a_real_process(prepared: Path, tmp_path: Path) -> None:
     assert f"wrote {run}" in done.stdout
 
 
+def test_max_batches_bounds_each_epoch_and_is_timed(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["--data", str(prepared), "--model", "youtube", "--out", str(run), "--epochs", "1"]
+    assert main(["train", *args, "--max-batches", "3", "--device", "cpu"]) == 0
+    config = json.loads((run / "config.json").read_text())["hyperparameters"]
+    history = json.loads((run / "history.json").read_text())
+    assert config["max_batches"] == 3
+    assert history[1]["epoch_samples"] == 3 * config["batch_size"]
+    assert history[1]["epoch_seconds"] > 0
+    capsys.readouterr()
+    assert main(["train", *args, "--max-batches", "0"]) != 0
+    assert "--max-batches must be >= 1" in capsys.readouterr().err
+
+
 def test_train_a_counting_baseline(prepared: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(["train", "--data", str(prepared), "--model", "userpop", "--out", str(run)]) == 0

@@ -9,7 +9,9 @@ import pytest
 
 from training.cli import main
 from training.data.processed import ProcessedDataset
+from training.data.synthetic import generate_synthetic
 from training.export.truth import truth_records
+from training.protocol import ProtocolConfig, prepare_dataset
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +58,22 @@ def test_real_data_truth_is_the_held_out_tags(world):
 def test_unknown_split_is_refused(world, tmp_path, capsys):
     assert main(["truth", "--data", str(world), "--out", str(tmp_path / "t"), "--splits", "x"]) == 2
     assert "--splits" in capsys.readouterr().err
+
+
+def test_sparse_planted_truth_is_the_users_listed_tags_scaled_to_one():
+    # a million-user world keeps its truth as CSR (training.data.synthetic, "Scale")
+    raw = generate_synthetic(users=200, items=80, tags=300, topics=3, seed=1, sparse=True)
+    data, _ = prepare_dataset(raw, ProtocolConfig(min_tag_count=2), family="synthetic")
+    assert data.n_tags < raw.n_tags  # some listed tags were filtered out: they must drop
+    records = list(truth_records(data, ("train", "valid", "test")))
+    assert len(records) > 150
+    offsets, ids, values = (raw.truth[f"user_tag_{k}"] for k in ("offsets", "ids", "values"))
+    raw_tag = {int(t): i for i, t in enumerate(data.raw_index["tag"])}
+    for record in records[:20]:
+        u = int(data.raw_index["user"][data.user_ids.index(record["user_id"])])
+        row = range(offsets[u], offsets[u + 1])
+        listed = {raw_tag[int(ids[j])]: values[j] for j in row if int(ids[j]) in raw_tag}
+        top = max(listed.values())
+        assert [t for t, _ in record["tags"]] == sorted(listed)
+        for tag, weight in record["tags"]:
+            assert weight == pytest.approx(listed[tag] / top, abs=1e-5)

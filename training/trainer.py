@@ -208,13 +208,19 @@ def train_model(
     best_score, best_state, stale = select(first), copy.deepcopy(model.state_dict()), 0
     min_epochs = int(config.get("min_epochs", 0))
     per_epoch = -(-len(samples) // config["batch_size"])
+    if config.get("max_batches"):  # a bounded epoch: throughput probes at scale
+        per_epoch = min(per_epoch, int(config["max_batches"]))
     bar = tqdm(total=config["epochs"] * per_epoch, desc=f"train {name}", unit="batch",
                disable=not progress or None, dynamic_ncols=True)  # fmt: skip
     for epoch in range(1, config["epochs"] + 1):
         bar.set_description(f"train {name} epoch {epoch}/{config['epochs']}")
+        epoch_started = time.perf_counter()
         losses = _train_epoch(model, optimiser, samples, store, items, config, rng, bar)
+        timing = {"epoch_seconds": round(time.perf_counter() - epoch_started, 3),
+                  "epoch_samples": min(len(samples), per_epoch * config["batch_size"])}  # fmt: skip
         scores = valid.metrics(model, store)
-        record = {"epoch": epoch, **losses, **{f"valid_{k}": v for k, v in scores.items()}}
+        record = {"epoch": epoch, **losses, **timing,
+                  **{f"valid_{k}": v for k, v in scores.items()}}  # fmt: skip
         result.history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", valid=f"{select(scores):.4f}",
                         best_epoch=result.best_epoch)  # fmt: skip
@@ -278,10 +284,13 @@ def _train_epoch(
     rng: np.random.Generator,
     bar: tqdm,
 ) -> dict[str, float]:
-    """One pass over the train users in random batches; the mean loss and its parts."""
+    """One pass over the train users in random batches (the first ``max_batches`` of them
+    where the config sets it); the mean loss and its parts."""
     model.train()
     order = rng.permutation(len(samples))
     size = config["batch_size"]
+    if config.get("max_batches"):
+        order = order[: int(config["max_batches"]) * size]
     sums: dict[str, float] = {}
     n = 0
     for start in range(0, len(order), size):

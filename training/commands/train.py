@@ -39,6 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, choices=MODELS, help="model to train")
     p.add_argument("--out", type=Path, required=True, help="run directory (created)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling")
+    p.add_argument(
+        "--max-batches", type=int,
+        help="stop each epoch after this many batches (throughput probes on large worlds)",
+    )  # fmt: skip
 
 
 def model_config(args: argparse.Namespace, data: ProcessedDataset, model: str) -> dict:
@@ -48,6 +52,10 @@ def model_config(args: argparse.Namespace, data: ProcessedDataset, model: str) -
         if args.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
         config["epochs"] = args.epochs
+    if getattr(args, "max_batches", None) is not None:
+        if args.max_batches < 1:
+            raise ValueError(f"--max-batches must be >= 1, got {args.max_batches}")
+        config["max_batches"] = args.max_batches
     return config
 
 
