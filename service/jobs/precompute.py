@@ -20,7 +20,7 @@ import redis
 from tqdm import tqdm
 
 from service.model import LoadedModel
-from service.store import Keys, decode_features
+from service.store import Keys, SyncClient, decode_features
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,9 @@ def precompute(
                 model_seconds += time.perf_counter() - tick
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(_write, client, keys, model, users, scores, ttl_s, jitter)
+                pending = writer.submit(
+                    write_profiles, client, keys, model, users, scores, ttl_s=ttl_s, jitter=jitter
+                )
                 written += len(users)
             bar.update(len(chunk))
         if pending is not None:
@@ -104,15 +106,20 @@ def _read(client: redis.Redis, chunk: list[str]) -> list[dict[bytes, bytes]]:
     return read.execute()
 
 
-def _write(
-    client: redis.Redis,
+def write_profiles(
+    client: SyncClient,
     keys: Keys,
     model: LoadedModel,
     users: list[str],
     scores: np.ndarray,
+    *,
     ttl_s: int,
     jitter: float,
 ) -> None:
+    """Cache the profiles of ``users`` (rows of ``scores``) in one pipelined round trip,
+    each under its own key with a jittered TTL: the one writer of both engines. The pipeline
+    is not a transaction and every command touches one user's key, so it works unchanged
+    on a Redis Cluster (redis-py sends each node its share)."""
     blobs = model.profile_blobs(scores)
     pipe = client.pipeline(transaction=False)
     extra = np.random.default_rng(random.getrandbits(32)).random(len(users)) * jitter * ttl_s

@@ -41,3 +41,8 @@ class Keys:
     def themes(self, model_version: str) -> str:
         """The theme catalogue loaded with a bundle (``themes.json`` bytes)."""
         return f"{self.prefix}themes:{model_version}"
+
+    def precompute_done(self, model_version: str) -> str:
+        """Set of the feature shards (by content hash) whose profiles of ``model_version``
+        ``precompute --engine ray`` has written: a rerun skips them."""
+        return f"{self.prefix}precompute:{model_version}:done"
