@@ -266,7 +266,8 @@ def run_precompute_on_ray(settings: Settings, args: argparse.Namespace) -> int:
         f"precomputed {report.users} profiles of {bundle.model_version} on Ray "
         f"({report.actors} actors) in {report.seconds:.2f} s ({report.rate:,.0f} users/s; "
         f"model {report.model_seconds:.2f} actor-s; {report.skipped} skipped; shards: "
-        f"{report.shards} scored, {report.shards_done_before} done before)"
+        f"{report.shards} scored, {report.shards_done_before} done before; first batch after "
+        f"{report.first_batch_s:.1f} s, then {report.steady_rate:,.0f} users/s)"
     )
     return 0
 

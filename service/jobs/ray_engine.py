@@ -51,6 +51,13 @@ class RayReport(PrecomputeReport):
     shards: int = 0  # scored by this run
     shards_done_before: int = 0  # skipped: finished by an earlier run
     actors: int = 0
+    first_batch_s: float = 0.0  # start-up: Ray, the read, the actors' model loads
+
+    @property
+    def steady_rate(self) -> float:
+        """Users per second once the first batch is back (start-up excluded)."""
+        scoring = self.seconds - self.first_batch_s
+        return self.users / scoring if scoring > 0 else 0.0
 
 
 def shards_to_score(bundle: Bundle, features: Path | None) -> list[Shard]:
@@ -243,7 +250,9 @@ def precompute_on_ray(
                 num_gpus=num_gpus or None,
             )
         )
+        first_batch_s = 0.0
         for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            first_batch_s = first_batch_s or time.perf_counter() - start
             for path, rows, ok, seconds in zip(
                 out["path"], out["rows"], out["written"], out["model_seconds"], strict=True
             ):
@@ -261,7 +270,10 @@ def precompute_on_ray(
         elif seen[path] != shard.rows:
             raise RuntimeError(f"{path}: {seen[path]} of {shard.rows} rows came back from Ray")
     seconds = time.perf_counter() - start
-    return RayReport(written, skipped, seconds, model_seconds, shards=len(todo), **report)
+    return RayReport(
+        written, skipped, seconds, model_seconds, shards=len(todo), first_batch_s=first_batch_s,
+        **report,
+    )  # fmt: skip
 
 
 def _known(path: str, by_path: dict[str, Shard]) -> str:
