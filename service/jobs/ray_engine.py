@@ -15,6 +15,7 @@ never claims profiles Redis has already expired.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ class Shard:
     path: Path
     id: str  # sha256 of the file: a rewritten shard is scored again
     rows: int
+    bytes: int  # uncompressed, from the footer: what Ray Data sizes read units by
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,12 @@ def shards_to_score(bundle: Bundle, features: Path | None) -> list[Shard]:
             "(or both), write them with `python -m training features`, or pass --features DIR"
         )
     listed = {bundle.path / name: entry.sha256 for name, entry in bundle.manifest.files.items()}
-    return [
-        Shard(path, listed.get(path) or file_sha256(path), pq.ParquetFile(path).metadata.num_rows)
-        for path in files.shards
-    ]
+    shards = []
+    for path in files.shards:
+        meta = pq.ParquetFile(path).metadata
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        shards.append(Shard(path, listed.get(path) or file_sha256(path), meta.num_rows, size))
+    return shards
 
 
 class ShardScorer:
@@ -149,11 +153,24 @@ def import_ray() -> Any:
     return ray
 
 
+def _settle_http_import() -> None:
+    """Ray Data resolves the input paths in threads, each importing
+    ``fsspec.implementations.http``. Where fsspec is installed without aiohttp that import
+    fails, and failing concurrently it can surface as a plain ImportError ("cannot import
+    name 'HTTPFileSystem'") that Ray 2.60 does not catch (it expects ModuleNotFoundError).
+    Failing it once here, for good, makes every later attempt the expected error."""
+    try:
+        import fsspec.implementations.http  # noqa: F401
+    except ImportError:
+        sys.modules["fsspec.implementations.http"] = None  # type: ignore[assignment]
+
+
 @contextmanager
 def ray_session(address: str | None, num_cpus: int, progress: bool) -> Iterator[Any]:
     """Ray for one job: the cluster at ``address``, the one this process already joined, or
     a local Ray of ``num_cpus`` CPUs without a dashboard, shut down afterwards."""
     ray = import_ray()
+    _settle_http_import()
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if ray.is_initialized():
         yield ray
@@ -226,7 +243,7 @@ def precompute_on_ray(
     seen = dict.fromkeys(by_path, 0)
     written = skipped = 0
     model_seconds = 0.0
-    with ray_session(address, actors + 1, progress) as ray:
+    with ray_session(address, actors + 1, progress) as ray, _read_units_of(todo, ray):
         dataset = (
             ray.data.read_parquet(list(by_path), include_paths=True)
             .select_columns(["user_id", "features", "path"])  # not "split"
@@ -274,6 +291,22 @@ def precompute_on_ray(
         written, skipped, seconds, model_seconds, shards=len(todo), first_batch_s=first_batch_s,
         **report,
     )  # fmt: skip
+
+
+@contextmanager
+def _read_units_of(shards: list[Shard], ray: Any) -> Iterator[None]:
+    """One read unit per shard. Ray Data's Parquet reader packs files into read tasks of up
+    to ``target_max_block_size`` (128 MiB) of uncompressed data: small shards would all go
+    to one task, hence one block, one busy actor and every result at the very end. Capping
+    it at the largest shard gives a block (or more) per shard, so the actors share the work
+    and each shard is marked done as soon as its rows are written."""
+    context = ray.data.DataContext.get_current()
+    before = context.target_max_block_size
+    context.target_max_block_size = max(max(shard.bytes for shard in shards), 1 << 16)
+    try:
+        yield
+    finally:
+        context.target_max_block_size = before
 
 
 def _known(path: str, by_path: dict[str, Shard]) -> str:
