@@ -23,10 +23,20 @@ from pydantic import ValidationError
 
 from service.ab import parse_plant, parse_segments
 from service.envvars import describe_error, settings_help, unknown_variables
-from service.jobs import LoadError, load_into_redis, precompute
+from service.jobs import EngineUnavailable, LoadError, load_into_redis, precompute
 from service.model import Bundle, BundleError, load_bundle, load_model
 from service.settings import Settings
 from service.store import Keys, redis_url, sync_client
+
+ENGINES = ("local", "ray")
+RAY_ONLY = {
+    "address": "--address",
+    "actors": "--actors",
+    "num_gpus": "--num-gpus",
+    "features": "--features",
+    "restart": "--restart",
+}
+"""precompute flags that only the ray engine takes: attribute -> flag."""
 
 
 def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -81,10 +91,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
     serve.add_argument("--experiments", type=Path, help="A/B experiment file (YAML or JSON)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
-    load = _settings_command(sub, "load", "load users.jsonl and themes.json into Redis")
+    load = _settings_command(
+        sub, "load", "load the users' features (users.jsonl or Parquet shards) and themes.json"
+    )
     load.add_argument("--batch", type=int, default=1000, help="users per pipelined batch")
-    pre = _settings_command(sub, "precompute", "score every stored user, cache all profiles")
+    load.add_argument(
+        "--features",
+        type=Path,
+        help="a users.jsonl file or a folder of part-*.parquet shards (default: the bundle's "
+        "shards, else its users.jsonl)",
+    )
+    pre = _settings_command(sub, "precompute", "score every user, cache all profiles")
     pre.add_argument("--batch", type=int, default=512, help="users per model call")
+    pre.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: this process scores every user of the feature store (Redis); ray: Ray "
+        "Data reads Parquet feature shards and an actor pool scores them (the scale extra)",
+    )
+    ray = pre.add_argument_group("--engine ray")
+    ray.add_argument("--address", help="Ray cluster to join (default: start a local Ray)")
+    ray.add_argument("--actors", type=int, help="scoring actors, each loads the model once (2)")
+    ray.add_argument("--num-gpus", type=float, help="GPUs per actor; > 0 scores on CUDA (0)")
+    ray.add_argument(
+        "--features", type=Path, help="folder of part-*.parquet shards (default: the bundle's)"
+    )
+    ray.add_argument(
+        "--restart", action="store_true", help="forget which shards earlier runs finished"
+    )
     sim = sub.add_parser("simulate", help="replay users against an A/B experiment, print report")
     sim.add_argument("--experiment", required=True, help="experiment name")
     sim.add_argument("--users", type=int, default=2000, help="distinct users to replay (2000)")
@@ -168,19 +203,29 @@ def serve(settings: Settings, overrides: dict[str, Any]) -> int:
     return 0
 
 
-def load(settings: Settings, batch: int) -> int:
+def load(settings: Settings, batch: int, features: Path | None = None) -> int:
     bundle = load_bundle(settings.bundle)
     with redis_url(settings.redis_url, settings.redis_data_dir) as url:
         client = sync_client(url, cluster=settings.redis_cluster)
-        report = load_into_redis(bundle, client, Keys(settings.key_prefix), batch=batch)
+        report = load_into_redis(
+            bundle, client, Keys(settings.key_prefix), batch=batch, features=features
+        )
     themes = "and themes.json " if report.themes else ""
+    source = f" from {report.source}" if report.source else ""
     print(
-        f"loaded {report.users} users {themes}of {bundle.model_version} in {report.seconds:.1f} s"
+        f"loaded {report.users} users {themes}of {bundle.model_version}{source} "
+        f"in {report.seconds:.1f} s"
     )
     return 0
 
 
-def run_precompute(settings: Settings, batch: int) -> int:
+def run_precompute(settings: Settings, args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        return run_precompute_on_ray(settings, args)
+    given = [flag for name, flag in RAY_ONLY.items() if getattr(args, name, None)]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only with --engine ray")
+    batch = args.batch
     model = load_model(settings.bundle, device=settings.device, max_k=settings.max_k)
     with redis_url(settings.redis_url, settings.redis_data_dir) as url:
         client = sync_client(url, cluster=settings.redis_cluster)
@@ -196,6 +241,40 @@ def run_precompute(settings: Settings, batch: int) -> int:
         f"precomputed {report.users} profiles of {model.version} in {report.seconds:.2f} s "
         f"({report.rate:,.0f} users/s; model {report.model_seconds:.2f} s; "
         f"{report.skipped} skipped)"
+    )
+    return 0
+
+
+def run_precompute_on_ray(settings: Settings, args: argparse.Namespace) -> int:
+    from service.jobs import precompute_on_ray
+
+    bundle = load_bundle(settings.bundle)
+    with redis_url(settings.redis_url, settings.redis_data_dir) as url:
+        client = sync_client(url, cluster=settings.redis_cluster)
+        report = precompute_on_ray(
+            bundle,
+            url,
+            client,
+            Keys(settings.key_prefix),
+            cluster=settings.redis_cluster,
+            ttl_s=settings.profile_ttl_s,
+            jitter=settings.profile_ttl_jitter,
+            max_k=settings.max_k,
+            device=settings.device,
+            intra_op_threads=settings.intra_op_threads,
+            features=args.features,
+            address=args.address,
+            actors=2 if args.actors is None else args.actors,
+            num_gpus=args.num_gpus or 0.0,
+            batch=args.batch,
+            restart=args.restart,
+        )
+    print(
+        f"precomputed {report.users} profiles of {bundle.model_version} on Ray "
+        f"({report.actors} actors) in {report.seconds:.2f} s ({report.rate:,.0f} users/s; "
+        f"model {report.model_seconds:.2f} actor-s; {report.skipped} skipped; shards: "
+        f"{report.shards} scored, {report.shards_done_before} done before; first batch after "
+        f"{report.first_batch_s:.1f} s, then {report.steady_rate:,.0f} users/s)"
     )
     return 0
 
@@ -242,14 +321,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
         commands: dict[str, Any] = {
             "serve": lambda: serve(settings, overrides_of(args)),
-            "load": lambda: load(settings, args.batch),
-            "precompute": lambda: run_precompute(settings, args.batch),
+            "load": lambda: load(settings, args.batch, args.features),
+            "precompute": lambda: run_precompute(settings, args),
         }
         return commands[args.command]()
     except ValidationError as error:
         flags = {field: FLAGS[field] for field in overrides_of(args)}
         for line in describe_error(error, flags).splitlines():
             print(f"error: {line}", file=sys.stderr)
-    except (BundleError, LoadError, ValueError, FileNotFoundError, redis.RedisError) as error:
+    except (
+        BundleError,
+        LoadError,
+        ValueError,
+        FileNotFoundError,
+        redis.RedisError,
+        EngineUnavailable,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
     return 2

@@ -39,8 +39,9 @@ def ml_10m_tags() -> Path:
 # --------------------------------------------------------------------------- service
 @pytest.fixture(scope="session")
 def service_bundle(tmp_path_factory) -> Path:
-    """A real bundle (small synthetic world, CTMVM trained one epoch, exported to ONNX)
-    shared by the service tests; they must not modify it (copy it first).
+    """A real bundle (small synthetic world, CTMVM trained one epoch, exported to ONNX with
+    its users both as users.jsonl and as 3 Parquet shards) shared by the service tests; they
+    must not modify it (copy it first).
 
     Under pytest-xdist every worker asks for it: the first builds it in the run's shared
     temporary directory, under a file lock, and the others wait and reuse it (the
@@ -72,7 +73,9 @@ def _build_service_bundle(root: Path) -> Path:
         train = ["train", "--data", str(data), "--model", "ctmvm", "--out", str(run)]
         train += ["--config", str(quick_config_file(root))]  # every service test waits on it
         assert main([*train, "--epochs", "1", "--device", "cpu"]) == 0
-        assert main(["export", "--run", str(run), "--out", str(bundle)]) == 0
+        export = ["export", "--run", str(run), "--out", str(bundle)]
+        # users.jsonl and 3 Parquet shards of the same 300 users: `load` reads the shards
+        assert main([*export, "--users-format", "both", "--shard-rows", "128"]) == 0
     finally:
         torch.set_num_threads(threads)
     return bundle

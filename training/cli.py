@@ -10,13 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from training.commands import benchmark, diagnose, export, prepare, train, truth
+from training.commands import benchmark, diagnose, export, features, prepare, train, truth
 
 COMMANDS = {
     "prepare": prepare,
     "train": train,
     "benchmark": benchmark,
     "export": export,
+    "features": features,
     "truth": truth,
     "diagnose": diagnose,
 }

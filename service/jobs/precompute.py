@@ -90,7 +90,9 @@ def precompute(
                 model_seconds += time.perf_counter() - tick
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(_write, client, keys, model, users, scores, ttl_s, jitter)
+                pending = writer.submit(
+                    write_profiles, client, keys, model, users, scores, ttl_s=ttl_s, jitter=jitter
+                )
                 written += len(users)
             bar.update(len(chunk))
         if pending is not None:
@@ -105,15 +107,20 @@ def _read(client: SyncClient, chunk: list[str]) -> list[dict[bytes, bytes]]:
     return read.execute()
 
 
-def _write(
+def write_profiles(
     client: SyncClient,
     keys: Keys,
     model: LoadedModel,
     users: list[str],
     scores: np.ndarray,
+    *,
     ttl_s: int,
     jitter: float,
 ) -> None:
+    """Cache the profiles of ``users`` (rows of ``scores``) in one pipelined round trip,
+    each under its own key with a jittered TTL: the one writer of both engines. The pipeline
+    is not a transaction and every command touches one user's key, so it works unchanged
+    on a Redis Cluster (redis-py sends each node its share)."""
     blobs = model.profile_blobs(scores)
     pipe = client.pipeline(transaction=False)
     extra = np.random.default_rng(random.getrandbits(32)).random(len(users)) * jitter * ttl_s

@@ -2,7 +2,9 @@
 from training.
 
 A bundle is a directory holding ``model.onnx``, ``manifest.json`` and optionally
-``themes.json`` and ``users.jsonl``. Everything the service knows about the model (tag
+``themes.json`` and the users' features, as ``users.jsonl`` and/or Parquet shards
+``users/part-NNNNN.parquet`` (the same records, one row per user; every shard is listed and
+hash-checked like any other file). Everything the service knows about the model (tag
 vocabulary, ONNX input spec, version) comes from the manifest, so the loader is strict: a
 bundle that does not verify (unknown format, missing or mistyped key, file whose hash does
 not match, model that failed its export parity check, ONNX graph that disagrees with the
@@ -21,6 +23,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +56,7 @@ __all__ = [
     "MODEL_NAME",
     "OPTIONAL_FILES",
     "SCORES_OUTPUT",
+    "SHARDS_DIR",
     "SUPPORTED_FORMAT_VERSIONS",
     "Bundle",
     "BundleError",
@@ -73,6 +77,9 @@ MODEL_NAME = "model.onnx"
 THEMES_NAME = "themes.json"
 USERS_NAME = "users.jsonl"
 OPTIONAL_FILES: tuple[str, ...] = (THEMES_NAME, USERS_NAME)
+SHARDS_DIR = "users"
+_SHARD_NAME = re.compile(r"^users/part-[0-9]{5,}\.parquet$")
+"""The only listed names with a folder: the users' Parquet shards."""
 SCORES_OUTPUT = "scores"
 
 MANIFEST_KEYS: tuple[str, ...] = (
@@ -283,10 +290,12 @@ class Manifest:
         cls, files: Mapping[str, FileEntry]
     ) -> Mapping[str, FileEntry]:
         for name in files:
+            if _SHARD_NAME.match(name):
+                continue
             if name in ("", ".", "..", MANIFEST_NAME) or "/" in name or "\\" in name:
                 raise _problem(
-                    "key 'files': expected plain file names other than manifest.json, "
-                    f"found {_describe(name)}"
+                    "key 'files': expected plain file names other than manifest.json "
+                    f"(or users/part-NNNNN.parquet), found {_describe(name)}"
                 )
         if MODEL_NAME not in files:
             raise _problem(f"missing key 'files[\"{MODEL_NAME}\"]' (the model must be hash-listed)")
@@ -316,15 +325,16 @@ _MANIFEST = TypeAdapter(Manifest)
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle: paths of its files and its manifest. ``themes_path`` and
-    ``users_path`` are set only when the file is listed (hence hash-checked) in the
-    manifest; an unlisted file in the directory is ignored."""
+    """A verified bundle: paths of its files and its manifest. ``themes_path``,
+    ``users_path`` and ``user_shards`` (in name order) are set only for files listed (hence
+    hash-checked) in the manifest; an unlisted file in the directory is ignored."""
 
     path: Path
     manifest: Manifest
     model_path: Path
     themes_path: Path | None
     users_path: Path | None
+    user_shards: tuple[Path, ...] = ()
 
     @property
     def model_version(self) -> str:
@@ -624,4 +634,7 @@ def load_bundle(path: str | Path, *, check_model: bool = True) -> Bundle:
         model_path=model_path,
         themes_path=verified.get(THEMES_NAME),
         users_path=verified.get(USERS_NAME),
+        user_shards=tuple(
+            path for name, path in sorted(verified.items()) if _SHARD_NAME.match(name)
+        ),
     )

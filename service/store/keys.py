@@ -62,6 +62,11 @@ class Keys:
         """The theme catalogue loaded with a bundle (``themes.json`` bytes)."""
         return f"{self.prefix}themes:{model_version}"
 
+    def precompute_done(self, model_version: str) -> str:
+        """Set of the feature shards (by content hash) whose profiles of ``model_version``
+        ``precompute --engine ray`` has written: a rerun skips them."""
+        return f"{self.prefix}precompute:{model_version}:done"
+
     @property
     def serving(self) -> str:
         """The bundle every worker and replica should serve (``service.reload_sync``)."""

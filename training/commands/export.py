@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from training.export.shards import DEFAULT_SHARD_ROWS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "substitute encoders and aggregator; no privileged input, no supplementary network) "
         "to BUNDLE_DIR/model.onnx with user-independent terms folded into constants, verify "
         "it against the torch model on real users, and write manifest.json, themes.json and "
-        "users.jsonl.",
+        "the users' features (users.jsonl and/or Parquet shards under users/).",
     )
     p.add_argument("--run", type=Path, required=True, help="run directory written by `train`")
     p.add_argument("--out", type=Path, required=True, help="bundle directory (replaced)")
@@ -33,6 +35,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--tolerance", type=float, default=1e-4, help="max abs score difference allowed (1e-4)"
     )
     p.add_argument("--max-themes", type=int, default=200, help="themes in themes.json (200)")
+    p.add_argument(
+        "--users-format",
+        choices=("jsonl", "parquet", "both"),
+        default="jsonl",
+        help="the users' features as users.jsonl, as Parquet shards users/part-NNNNN.parquet, "
+        "or both (jsonl)",
+    )
+    p.add_argument(
+        "--shard-rows",
+        type=int,
+        default=DEFAULT_SHARD_ROWS,
+        help=f"users per Parquet shard ({DEFAULT_SHARD_ROWS:,})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             parity_users=args.parity_users,
             tolerance=args.tolerance,
             max_themes=args.max_themes,
+            users_format=args.users_format,
+            shard_rows=args.shard_rows,
         )
     except ExportError as err:
         print(f"error: export failed its self-check: {err}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Write a model bundle (DESIGN §5): model.onnx, manifest.json, themes.json, users.jsonl.
+"""Write a model bundle (DESIGN §5): model.onnx, manifest.json, themes.json, and the users'
+features as users.jsonl and/or Parquet shards (users/part-NNNNN.parquet).
 
 The ONNX graph is the inference path only: user feature bags in, ``scores`` for every tag
 out. It takes no input about the target item (no privileged features), and CTMVM's
@@ -35,10 +36,12 @@ from training.export.catalogue import (
     write_users_jsonl,
 )
 from training.export.folded import inference_module
+from training.export.shards import DEFAULT_SHARD_ROWS, SHARDS_DIR, write_user_shards
 from training.runs import load_run
 from training.trainer import FeatureStore
 
 FORMAT_VERSION = 1
+USERS_FORMATS = ("jsonl", "parquet", "both")
 OPSET = 18
 RELATIVE_FLOOR = 1e-6
 # torch's exporter warns once per torchvision op that torchvision (which we never use) is not
@@ -144,8 +147,15 @@ def export_bundle(
     tolerance: float = 1e-4,
     relative_tolerance: float = 1e-3,
     max_themes: int = 200,
+    users_format: str = "jsonl",
+    shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> dict[str, Any]:
-    """Export ``run_dir`` to the bundle directory ``out``; returns the manifest."""
+    """Export ``run_dir`` to the bundle directory ``out``; returns the manifest.
+
+    ``users_format``: the users' features as ``users.jsonl`` ("jsonl"), as Parquet shards
+    of ``shard_rows`` rows under ``users/`` ("parquet"), or both."""
+    if users_format not in USERS_FORMATS:
+        raise ValueError(f"users format must be one of {USERS_FORMATS}, got {users_format!r}")
     checkpoint, data, model, store = load_run(run_dir, data_dir)
     module = inference_module(model, fold=fold)
     users = np.r_[data.users_in("test"), data.users_in("valid"), data.users_in("train")]
@@ -171,10 +181,15 @@ def export_bundle(
                 f"{relative_tolerance:.0e}) on {len(users)} users; no bundle written"
             )
         write_themes_json(staging / "themes.json", build_themes(data, max_themes=max_themes))
-        write_users_jsonl(
-            staging / "users.jsonl",
-            user_feature_records(data, checkpoint["config"]["max_history"]),
-        )
+        max_history = checkpoint["config"]["max_history"]
+        if users_format in ("jsonl", "both"):
+            write_users_jsonl(staging / "users.jsonl", user_feature_records(data, max_history))
+        if users_format in ("parquet", "both"):
+            write_user_shards(
+                staging / SHARDS_DIR,
+                user_feature_records(data, max_history),
+                rows_per_shard=shard_rows,
+            )
         parity_check = {"max_abs_diff": max_diff, "tolerance": tolerance, "users": len(users)}
         manifest = _manifest(checkpoint, data, store, run_dir, staging, parity_check)
         (staging / "manifest.json").write_text(
@@ -216,10 +231,10 @@ def _manifest(
     metrics_path = Path(run_dir) / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     files = {
-        f.name: {"sha256": sha256(f), "bytes": f.stat().st_size}
-        for f in sorted(staging.iterdir())
-        if f.name != "manifest.json"
-    }
+        f.relative_to(staging).as_posix(): {"sha256": sha256(f), "bytes": f.stat().st_size}
+        for f in sorted(staging.rglob("*"))
+        if f.is_file() and f.name != "manifest.json"
+    }  # shards are listed as users/part-NNNNN.parquet
     return {
         "format_version": FORMAT_VERSION,
         "model_name": name,
