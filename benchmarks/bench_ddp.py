@@ -1,0 +1,119 @@
+"""Distributed (torchrun, DDP) against single-process training: validation NDCG@10 and wall time.
+
+For each seed, interleaved, three fresh runs of ``python -m training train`` on the same
+prepared data set:
+
+- ``1 proc``: one process, torch's default intra-op threads (one per core);
+- ``1 proc, 1 thread``: one process, ``OMP_NUM_THREADS=1``;
+- ``torchrun 2``: ``python -m torch.distributed.run --nproc_per_node 2`` (gloo, CPU), one
+  thread per process (torchrun's default ``OMP_NUM_THREADS=1``).
+
+The quality figure is what the trainer selects on: validation NDCG@10 (and the selection
+score) at the selected epoch, read from ``history.json``; test NDCG@10 comes from
+``metrics.json``. Wall time is the whole command (imports, data, training, test report);
+``train_seconds`` is the trainer's own (pre-training included). The ratio is 2-proc /
+1-proc wall time (below 1: distributed is faster).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_ddp.py \\
+        --data artifacts/data/hetrec-movielens-2k --seeds 0 1 2 [--model ctmvm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS = {
+    "1 proc": ([], {}),
+    "1 proc, 1 thread": ([], {"OMP_NUM_THREADS": "1"}),
+    "torchrun 2": (["-m", "torch.distributed.run", "--nproc_per_node", "2"], {}),
+}
+"""Name -> (what comes between the interpreter and ``-m training``, extra environment)."""
+
+
+def run_once(config: str, data: Path, model: str, seed: int, out: Path) -> dict[str, float]:
+    """One fresh training command; its wall time and what its run directory reports."""
+    launcher, env = CONFIGS[config]
+    argv = [sys.executable, *launcher, "-m", "training", "train", "--data", str(data),
+            "--model", model, "--seed", str(seed), "--out", str(out),
+            "--device", "cpu"]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, **env}, check=False
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    best = next(h for h in history if h["epoch"] == metrics["best_epoch"])
+    return {
+        "wall_s": wall,
+        "train_s": metrics["train_seconds"],
+        "best_epoch": metrics["best_epoch"],
+        "epochs_run": len(history) - 1,
+        "valid_ndcg@10": best["valid_ndcg@10"],
+        "valid_selection": best["valid_ndcg@10"] + best["valid_novel_ndcg@10"],
+        "test_ndcg@10": metrics["ndcg@10"],
+    }
+
+
+def mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def table(results: dict[str, list[dict[str, float]]]) -> str:
+    """Markdown: per configuration the mean ± std over seeds, and the wall-time ratios."""
+    base = statistics.median(r["wall_s"] for r in next(iter(results.values())))
+    lines = [
+        "| configuration | validation NDCG@10 | validation selection score | test NDCG@10 "
+        "| wall s (median) | train s (median) | wall / 1 proc | epochs run (selected) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        wall = statistics.median(r["wall_s"] for r in runs)
+        train = statistics.median(r["train_s"] for r in runs)
+        epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in runs)
+        lines.append(
+            f"| {name} | {mean_std([r['valid_ndcg@10'] for r in runs])} "
+            f"| {mean_std([r['valid_selection'] for r in runs])} "
+            f"| {mean_std([r['test_ndcg@10'] for r in runs])} | {wall:.1f} | {train:.1f} "
+            f"| {wall / base:.2f} | {epochs} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="a prepared data set")
+    parser.add_argument("--model", default="ctmvm")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    args = parser.parse_args()
+    print(f"{platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in args.configs}
+    with tempfile.TemporaryDirectory(prefix="bench-ddp-") as tmp:
+        for seed in args.seeds:  # interleaved: the machine's load drifts alike for each
+            for name in args.configs:
+                out = Path(tmp) / f"{name.replace(' ', '_').replace(',', '')}-{seed}"
+                run = run_once(name, args.data, args.model, seed, out)
+                results[name].append(run)
+                shown = {k: round(v, 4) for k, v in run.items()}
+                print(f"seed {seed} {name}: {json.dumps(shown)}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
