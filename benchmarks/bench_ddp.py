@@ -15,7 +15,7 @@ score) at the selected epoch, read from ``history.json``; test NDCG@10 comes fro
 1-proc wall time (below 1: distributed is faster).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_ddp.py \\
-        --data artifacts/data/hetrec-movielens-2k --seeds 0 1 2 [--model ctmvm]
+        --data artifacts/data/hetrec-movielens-2k --seeds 0 1 2 [--model ctmvm] [--epochs N]
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ CONFIGS = {
 """Name -> (what comes between the interpreter and ``-m training``, extra environment)."""
 
 
-def run_once(config: str, data: Path, model: str, seed: int, out: Path) -> dict[str, float]:
+def run_once(
+    config: str, data: Path, model: str, seed: int, out: Path, extra: list[str]
+) -> dict[str, float]:
     """One fresh training command; its wall time and what its run directory reports."""
     launcher, env = CONFIGS[config]
     argv = [sys.executable, *launcher, "-m", "training", "train", "--data", str(data),
             "--model", model, "--seed", str(seed), "--out", str(out),
-            "--device", "cpu"]  # fmt: skip
+            "--device", "cpu", *extra]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(
         argv, capture_output=True, text=True, env={**os.environ, **env}, check=False
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--model", default="ctmvm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     args = parser.parse_args()
     print(f"{platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
@@ -106,12 +109,13 @@ def main() -> None:
         for seed in args.seeds:  # interleaved: the machine's load drifts alike for each
             for name in args.configs:
                 out = Path(tmp) / f"{name.replace(' ', '_').replace(',', '')}-{seed}"
-                run = run_once(name, args.data, args.model, seed, out)
+                extra = [] if args.epochs is None else ["--epochs", str(args.epochs)]
+                run = run_once(name, args.data, args.model, seed, out, extra)
                 results[name].append(run)
                 shown = {k: round(v, 4) for k, v in run.items()}
                 print(f"seed {seed} {name}: {json.dumps(shown)}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+                if args.json:  # after every run: an interrupted benchmark keeps what it did
+                    args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(table(results))
 
 
