@@ -169,7 +169,7 @@ def objective_of(model: nn.Module, world: World, device: torch.device) -> nn.Mod
     """``Objective(model)``, wrapped in DDP when there are several ranks. A step may leave
     parameters without a gradient (a batch share with no privileged rows; the pre-training
     touches the item-tag parameters only), hence ``find_unused_parameters``; the buffers
-    are train counts, equal on every rank, so they are not broadcast."""
+    are train counts, equal on every rank, so they are not broadcast again at every step."""
     objective = Objective(model)
     if not world.distributed:
         return objective
