@@ -75,34 +75,76 @@ def mean_std(values: list[float]) -> str:
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:
     """Markdown: per configuration the mean ± std over seeds, and the wall-time ratios."""
-    base = statistics.median(r["wall_s"] for r in next(iter(results.values())))
+    walls = {name: statistics.median(r["wall_s"] for r in runs) for name, runs in results.items()}
+    bases = [name for name in ("1 proc", "1 proc, 1 thread") if name in walls]
     lines = [
         "| configuration | validation NDCG@10 | validation selection score | test NDCG@10 "
-        "| wall s (median) | train s (median) | wall / 1 proc | epochs run (selected) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| runs | wall s (median) | train s (median) | "
+        + "".join(f"wall / {base} | " for base in bases)
+        + "epochs run (selected) |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(bases) + "---|",
     ]
     for name, runs in results.items():
-        wall = statistics.median(r["wall_s"] for r in runs)
+        wall = walls[name]
         train = statistics.median(r["train_s"] for r in runs)
         epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in runs)
         lines.append(
             f"| {name} | {mean_std([r['valid_ndcg@10'] for r in runs])} "
             f"| {mean_std([r['valid_selection'] for r in runs])} "
-            f"| {mean_std([r['test_ndcg@10'] for r in runs])} | {wall:.1f} | {train:.1f} "
-            f"| {wall / base:.2f} | {epochs} |"
+            f"| {mean_std([r['test_ndcg@10'] for r in runs])} | {len(runs)} | {wall:.1f} "
+            f"| {train:.1f} | "
+            + "".join(f"{wall / walls[base]:.2f} | " for base in bases)
+            + f"{epochs} |"
         )
+    lines += ["", *noise_lines(results)]
     return "\n".join(lines)
+
+
+def noise_lines(results: dict[str, list[dict[str, float]]]) -> list[str]:
+    """Is the 2-process validation NDCG@10 within seed noise of one process? The difference
+    of means with Welch's t-test, against each single-process configuration and against
+    both pooled (the thread count changes the speed, not the algorithm)."""
+    from scipy.stats import ttest_ind
+
+    if "torchrun 2" not in results:
+        return []
+    ddp = [r["valid_ndcg@10"] for r in results["torchrun 2"]]
+    single = {name: [r["valid_ndcg@10"] for r in results[name]]
+              for name in ("1 proc", "1 proc, 1 thread") if name in results}  # fmt: skip
+    if len(single) == 2:
+        single["1 proc, both thread settings"] = [v for runs in single.values() for v in runs]
+    out = []
+    for name, values in single.items():
+        delta = statistics.mean(ddp) - statistics.mean(values)
+        test = ttest_ind(ddp, values, equal_var=False) if min(len(ddp), len(values)) > 1 else None
+        shown = "n/a" if test is None else f"{test.pvalue:.2f}"
+        out.append(f"- validation NDCG@10, torchrun 2 − {name}: {delta:+.4f} "
+                   f"(Welch t-test p = {shown}; {len(ddp)} vs {len(values)} runs)")  # fmt: skip
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="a prepared data set")
+    parser.add_argument("--data", type=Path, help="a prepared data set")
     parser.add_argument("--model", default="ctmvm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument(
+        "--report", type=Path, nargs="+",
+        help="print the table of earlier --json files (runs pooled per configuration), run nothing",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.report:
+        pooled: dict[str, list[dict[str, float]]] = {}
+        for path in args.report:
+            for name, runs in json.loads(path.read_text(encoding="utf-8")).items():
+                pooled.setdefault(name, []).extend(runs)
+        print(table({name: pooled[name] for name in CONFIGS if pooled.get(name)}))
+        return
+    if args.data is None:
+        parser.error("--data is required (or --report)")
     print(f"{platform.platform()}, {os.cpu_count()} cores, python {platform.python_version()}")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in args.configs}
     with tempfile.TemporaryDirectory(prefix="bench-ddp-") as tmp:
