@@ -7,6 +7,7 @@ benchmark, export) does not touch the others.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -37,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print(
+            f"error: only `train` runs under torchrun; run `python -m training {args.command}` "
+            "as one process",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except (ValueError, FileNotFoundError) as err:

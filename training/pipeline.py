@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from training.data.processed import ProcessedDataset
+from training.distributed import World
 from training.models import LEARNED
 from training.runs import (
     CHECKPOINT,
@@ -21,9 +22,17 @@ from training.trainer import test_report, train_model
 
 
 def run_config(
-    data: ProcessedDataset, data_dir: Path, model_name: str, config: dict, seed: int, device: str
+    data: ProcessedDataset,
+    data_dir: Path,
+    model_name: str,
+    config: dict,
+    seed: int,
+    device: str,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """What a run directory's config.json records: enough to tell whether it can be reused."""
+    """What a run directory's config.json records: enough to tell whether it can be reused
+    (``processes``, torchrun's world size, only where there were several)."""
+    extra = {"processes": processes} if processes > 1 else {}
     return {
         "model": model_name,
         "seed": seed,
@@ -32,6 +41,7 @@ def run_config(
         "dataset": data.meta["dataset"],
         "family": data.meta["family"],
         "hyperparameters": config,
+        **extra,
     }
 
 
@@ -57,17 +67,28 @@ def run_training(
     device: str,
     out: Path,
     progress: bool = True,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` and write checkpoint, config, metrics, per-user test metrics,
-    history and curve to ``out``; returns the test metrics."""
-    out.mkdir(parents=True, exist_ok=True)
+    history and curve to ``out``; returns the test metrics. Under torchrun (``world``) every
+    rank trains, rank 0 alone evaluates on the test users and writes ``out``; the other
+    ranks return ``{}``."""
+    world = world or World()
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     result, store = train_model(
-        data, model_name, config, seed=seed, device=device, progress=progress
-    )
+        data, model_name, config, seed=seed, device=device,
+        progress=progress and world.is_main, world=world,
+    )  # fmt: skip
+    if not world.is_main:
+        return {}
     report = test_report(result.model, store, data, config["credit"])
     metrics = report.metrics
     metrics.update(train_seconds=round(result.train_seconds, 3), best_epoch=result.best_epoch)
-    write_json(out / "config.json", run_config(data, data_dir, model_name, config, seed, device))
+    write_json(
+        out / "config.json",
+        run_config(data, data_dir, model_name, config, seed, device, world.size),
+    )
     write_json(out / "metrics.json", metrics)
     per_user = {k: [None if np.isnan(x) else x for x in v.tolist()]  # JSON has no NaN
                 for k, v in report.per_user.items()}  # fmt: skip

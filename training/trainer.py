@@ -4,7 +4,11 @@ All data lives in arrays built once (user feature bags, item privileged bags, th
 targets, ``training.samples``); an epoch is a shuffled order of train users, so there is no
 per-sample Python in the inner loop.
 Model selection (early stopping) uses the validation slice of the train users, never the
-test users. Training is deterministic on CPU for a given seed.
+test users. Training is deterministic on CPU for a given seed (and number of processes).
+Under torchrun (``training.distributed``) each rank takes its share of every batch and
+DistributedDataParallel averages the gradients, so the ranks together take the steps one
+process would; validation is scored in shares and gathered, so every rank makes the same
+selection and early-stopping decision.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.augment import augment_train_users
 from training.data.processed import ProcessedDataset
+from training.distributed import World, epoch_order, gather
 from training.features import (
     history_tags,
     item_privileged,
@@ -134,10 +140,45 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
-def set_determinism(seed: int) -> np.random.Generator:
+def set_determinism(seed: int, world: World | None = None) -> np.random.Generator:
+    """Seed torch alike on every rank (the same initial model) and numpy per rank (each
+    rank draws its own negatives and rows); one process keeps the plain seed."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return np.random.default_rng(seed)
+    if world is None or not world.distributed:
+        return np.random.default_rng(seed)
+    return np.random.default_rng([seed, world.rank])
+
+
+class Objective(nn.Module):
+    """The model's losses as a ``forward``: DistributedDataParallel synchronises the
+    gradients of what runs through its wrapped module's forward, and the models expose
+    ``loss`` and ``item_tag_loss`` instead."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, item_tags: bool = False) -> tuple[Tensor, dict[str, float]]:
+        if item_tags:
+            return self.model.item_tag_loss(batch), {}
+        return self.model.loss(batch)
+
+
+def objective_of(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """``Objective(model)``, wrapped in DDP when there are several ranks. A step may leave
+    parameters without a gradient (a batch share with no privileged rows; the pre-training
+    touches the item-tag parameters only), hence ``find_unused_parameters``; the buffers
+    are train counts, equal on every rank, so they are not broadcast again at every step."""
+    objective = Objective(model)
+    if not world.distributed:
+        return objective
+    return DistributedDataParallel(
+        objective,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True,
+        forward_sync_buffers=False,
+    )
 
 
 def counting_model(data: ProcessedDataset, name: str) -> nn.Module:
@@ -171,6 +212,7 @@ def train_model(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    world: World | None = None,
 ) -> tuple[TrainResult, FeatureStore]:
     """Train ``name`` on the train users, selecting the epoch on the validation users.
 
@@ -178,10 +220,14 @@ def train_model(
     counting offset) is a candidate of the selection, so the returned model is never worse
     than counting on validation. Early stopping waits ``min_epochs`` before it counts
     ``patience`` epochs without improvement: the privileged views need a few epochs to
-    separate before they can help.
+    separate before they can help. ``world`` (torchrun's ranks, inside a process group)
+    shares the batches out; every rank returns the same selected model.
     """
+    world = world or World()
     dev = pick_device(device)
-    rng = set_determinism(seed)
+    if world.distributed and dev.type == "cuda":
+        dev = torch.device("cuda", torch.cuda.current_device())
+    rng = set_determinism(seed, world)
     if name not in LEARNED:
         store = FeatureStore(data, config["max_history"], dev)
         return TrainResult(counting_model(data, name).to(dev), config), store
@@ -191,6 +237,7 @@ def train_model(
     store = FeatureStore(data, config["max_history"], dev)
     model = build_model(name, dims_of(data, store), config).to(dev)
     fill_counts(model, popularity, tag_cooccurrence_counts(data))
+    objective = objective_of(model, world, dev)  # DDP copies rank 0's weights to every rank
     store.add_counted_tags(tags_used(data))
     samples = training_samples(data, name, config)
     items = ItemStore(data, dev)
@@ -199,15 +246,15 @@ def train_model(
     )
     started = time.perf_counter()  # train_seconds include the pre-training
     if isinstance(model, CTMVM):
-        pretrain_item_tags(model, samples, items, config, rng, progress)
-    valid = Evaluation(data, data.users_in("valid"))
+        pretrain_item_tags(objective, samples, items, config, rng, progress, world)
+    valid = Evaluation(data, data.users_in("valid")[world.rank :: world.size])
     select = selection_score(config.get("selection_metric", SELECTION_METRIC))
     result = TrainResult(model, config)
-    first = valid.metrics(model, store)
+    first = valid.metrics(model, store, world)
     result.history.append({"epoch": 0, **{f"valid_{k}": v for k, v in first.items()}})
     best_score, best_state, stale = select(first), copy.deepcopy(model.state_dict()), 0
     min_epochs = int(config.get("min_epochs", 0))
-    per_epoch = -(-len(samples) // config["batch_size"])
+    per_epoch = -(-world.share(len(samples)) // world.share(config["batch_size"]))
     if config.get("max_batches"):  # a bounded epoch: throughput probes at scale
         per_epoch = min(per_epoch, int(config["max_batches"]))
     bar = tqdm(total=config["epochs"] * per_epoch, desc=f"train {name}", unit="batch",
@@ -215,10 +262,12 @@ def train_model(
     for epoch in range(1, config["epochs"] + 1):
         bar.set_description(f"train {name} epoch {epoch}/{config['epochs']}")
         epoch_started = time.perf_counter()
-        losses = _train_epoch(model, optimiser, samples, store, items, config, rng, bar)
+        order = epoch_share(len(samples), epoch, seed, rng, world)
+        losses = _train_epoch(objective, optimiser, order, samples, store, items, config, rng,
+                              bar, world)  # fmt: skip
         timing = {"epoch_seconds": round(time.perf_counter() - epoch_started, 3),
                   "epoch_samples": min(len(samples), per_epoch * config["batch_size"])}  # fmt: skip
-        scores = valid.metrics(model, store)
+        scores = valid.metrics(model, store, world)
         record = {"epoch": epoch, **losses, **timing,
                   **{f"valid_{k}": v for k, v in scores.items()}}  # fmt: skip
         result.history.append(record)
@@ -238,28 +287,43 @@ def train_model(
     return result, store
 
 
+def epoch_share(
+    n: int, epoch: int, seed: int, rng: np.random.Generator, world: World
+) -> np.ndarray:
+    """The positions of ``samples`` this process trains on in ``epoch``, in order: a
+    permutation of all of them for one process, the rank's ``DistributedSampler`` share
+    under torchrun."""
+    if not world.distributed:
+        return rng.permutation(n)
+    return epoch_order(n, epoch, seed, world)
+
+
 def pretrain_item_tags(
-    model: CTMVM,
+    objective: nn.Module,
     samples: TrainingSamples,
     items: ItemStore,
     config: dict,
     rng: np.random.Generator,
     progress: bool = False,
+    world: World | None = None,
 ) -> None:
     """Learn P(tag | X_p) alone first (``CTMVM.item_tag_loss``): it is cheap (no user
     features) and needs far more steps than the main network can take before it overfits
     the few train users, so the privileged embeddings start the joint training aligned
-    with the tags instead of random."""
+    with the tags instead of random. ``objective`` is ``objective_of(model, ...)``; each
+    rank draws its share of the rows of a step."""
     steps = int(config.get("item_tag_pretrain_steps", 0))
     if steps <= 0:
         return
+    world = world or World()
+    model = _inner(objective)
     device = items.device
     parameters = [
         *model.encoder.tag.parameters(), *model.encoder.privileged.parameters(),
         *model.supplementary_match.parameters(), model.item_tag_bias,
     ]  # fmt: skip
     optimiser = torch.optim.Adam(parameters, lr=float(config.get("item_tag_lr", 0.01)))
-    n_rows = int(config.get("item_tag_pretrain_rows", 1024))
+    n_rows = world.share(int(config.get("item_tag_pretrain_rows", 1024)))
     model.train()
     for _ in tqdm(range(steps), desc="P(tag | X_p) pre-training", unit="step",
                   disable=not progress or None, dynamic_ncols=True, leave=False):  # fmt: skip
@@ -268,35 +332,47 @@ def pretrain_item_tags(
             "item_privileged": items.gather(torch.as_tensor(pairs["item"], device=device)),
             **to_tensors({k: pairs[k] for k in ROW_KEYS}, device),
         }
-        loss = model.item_tag_loss(batch)
+        loss, _ = objective(batch, item_tags=True)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
 
 
+def _inner(objective: nn.Module) -> nn.Module:
+    """The model inside ``objective_of``'s wrapper(s)."""
+    if isinstance(objective, DistributedDataParallel):
+        objective = objective.module
+    return objective.model
+
+
 def _train_epoch(
-    model: nn.Module,
+    objective: nn.Module,
     optimiser: torch.optim.Optimizer,
+    order: np.ndarray,
     samples: TrainingSamples,
     store: FeatureStore,
     items: ItemStore,
     config: dict,
     rng: np.random.Generator,
     bar: tqdm,
+    world: World,
 ) -> dict[str, float]:
-    """One pass over the train users in random batches (the first ``max_batches`` of them
-    where the config sets it); the mean loss and its parts."""
+    """One pass over the train users at positions ``order``, in batches (each rank takes its
+    share of ``batch_size``; only the first ``max_batches`` where the config sets it); the
+    mean loss and its parts (averaged over the ranks)."""
+    model = _inner(objective)
     model.train()
-    order = rng.permutation(len(samples))
-    size = config["batch_size"]
+    size = world.share(config["batch_size"])
     if config.get("max_batches"):
         order = order[: int(config["max_batches"]) * size]
+    if world.distributed:  # the item-tag rows of a step are shared out like its users
+        config = {**config, "item_tag_rows": world.share(int(config.get("item_tag_rows", 256)))}
     sums: dict[str, float] = {}
     n = 0
     for start in range(0, len(order), size):
         index = order[start : start + size]
         batch = make_batch(samples, index, store, items, config, rng, isinstance(model, CTMVM))
-        loss, parts = model.loss(batch)
+        loss, parts = objective(batch)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -304,7 +380,12 @@ def _train_epoch(
             sums[key] = sums.get(key, 0.0) + value
         n += 1
         bar.update(1)
-    return {(k if k == "loss" else f"loss_{k}"): v / max(n, 1) for k, v in sums.items()}
+    means = {(k if k == "loss" else f"loss_{k}"): v / max(n, 1) for k, v in sums.items()}
+    if not world.distributed:
+        return means
+    shares = gather(means, world)
+    keys = dict.fromkeys(k for share in shares for k in share)
+    return {k: float(np.mean([share[k] for share in shares if k in share])) for k in keys}
 
 
 def make_batch(
@@ -393,8 +474,16 @@ class Evaluation:
         ranked, novel, nll = rank_users(model, store, self.users, max(KS), self.history, self.truth)
         return {**discovery_metrics(ranked, novel, self.truth, self.history), "nll": nll}
 
-    def metrics(self, model: nn.Module, store: FeatureStore) -> dict[str, float]:
-        return user_means(self.per_user(model, store))
+    def metrics(
+        self, model: nn.Module, store: FeatureStore, world: World | None = None
+    ) -> dict[str, float]:
+        """Means over the users; under torchrun each rank scores its share of them and the
+        per-user values of every rank are gathered first, so all ranks agree."""
+        per_user = self.per_user(model, store)
+        if world is not None and world.distributed:
+            shares = gather(per_user, world)
+            per_user = {k: np.concatenate([share[k] for share in shares]) for k in per_user}
+        return user_means(per_user)
 
 
 def evaluate(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from training.config import family_config_path, load_config, resolve
 from training.data.processed import ProcessedDataset
-from training.model_names import MODELS
+from training.model_names import LEARNED, MODELS
 
 
 def add_common(p: argparse.ArgumentParser, data_help: str | None = None) -> None:
@@ -33,7 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train and evaluate one model",
         description="Train one model on the train users of a prepared data set, select the "
         "epoch on the validation users, evaluate on the test users, and write "
-        "checkpoint.pt, config.json, metrics.json, history.json and training_curve.png.",
+        "checkpoint.pt, config.json, metrics.json, history.json and training_curve.png. "
+        "Under `torchrun --nproc_per_node N -m training train ...` it trains data-parallel "
+        "(DDP: gloo on CPU, NCCL on CUDA) and rank 0 writes the run directory.",
     )
     add_common(p)
     p.add_argument("--model", required=True, choices=MODELS, help="model to train")
@@ -60,13 +62,25 @@ def model_config(args: argparse.Namespace, data: ProcessedDataset, model: str) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.pipeline import run_training  # torch loads here, not for --help
+    # torch loads here, not for --help
+    from training.distributed import World, from_env, process_group
+    from training.pipeline import run_training
+    from training.trainer import pick_device
 
+    world = from_env()  # torchrun's ranks; one process without torchrun
+    if world.distributed and args.model not in LEARNED:
+        if not world.is_main:
+            return 0  # a counting baseline has nothing to train: rank 0 alone runs it
+        world = World()
     data = ProcessedDataset.load(args.data)
     config = model_config(args, data, args.model)
-    metrics = run_training(
-        data, args.data, args.model, config, seed=args.seed, device=args.device, out=args.out
-    )
+    with process_group(world, cuda=pick_device(args.device).type == "cuda"):
+        metrics = run_training(
+            data, args.data, args.model, config, seed=args.seed, device=args.device,
+            out=args.out, world=world,
+        )  # fmt: skip
+    if not world.is_main:
+        return 0
     shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10")}
     print(json.dumps({"model": args.model, "test_users": metrics["test_users"], **shown}))
     print(f"wrote {args.out}")
