@@ -7,8 +7,9 @@ first theme (``POST /events``); a session whose event got 503 retries it once af
 recovery with the same event id, as a client should. Phases:
 
 1. ``up``: ``clients`` concurrent sessions, Redis up throughout;
-2. ``outage``: ``clients`` concurrent sessions; meanwhile (``kill_at`` of the first
-   phase's duration in) Redis is killed (``kill -9``) and, ``outage_s`` later, restarted;
+2. ``outage``: ``clients`` concurrent sessions; meanwhile (once ``kill_at`` of as many
+   rankings as the first phase served are served) Redis is killed (``kill -9``) and,
+   ``outage_s`` later, restarted;
 3. ``after``: ``clients`` concurrent sessions once Redis is back;
 4. ``odd``: ``odd_requests`` requests with made-up methods, paths and answers, to check
    that ``/metrics`` keeps the series count it had after the three phases;
@@ -251,7 +252,7 @@ class Chaos:
     start_redis: Callable[[], None]
     rss: Callable[[], int] | None = None
     outage_s: float = 1.0
-    kill_at: float = 0.3  # into the outage phase, as a fraction of the up phase's duration
+    kill_at: float = 0.05  # into the outage phase, as a fraction of the up phase's rankings
     odd_requests: int = 10_000
 
 
@@ -263,10 +264,12 @@ async def run(chaos: Chaos) -> dict[str, Any]:
     phases = {name: Phase() for name in ("up", "outage", "after")}
     started = time.monotonic()
     await sessions(base, phases["up"], pick, "up")
-    up_s = time.monotonic() - started
 
     async def outage() -> tuple[float, float]:
-        await asyncio.sleep(chaos.kill_at * up_s)  # while the phase's requests are served
+        # once the phase has served a share of the rankings the up phase served: inside the
+        # phase by construction (a fixed delay fell after it once the answers got faster)
+        while phases["outage"].served < max(1, chaos.kill_at * phases["up"].served):
+            await asyncio.sleep(0.002)
         await asyncio.to_thread(chaos.kill_redis)
         killed = time.monotonic()
         await asyncio.sleep(chaos.outage_s)
