@@ -20,6 +20,7 @@ import httpx
 import orjson
 import redis
 from pydantic import ValidationError
+from redis.exceptions import RedisClusterException
 
 from service.ab import parse_plant, parse_segments
 from service.envvars import describe_error, settings_help, unknown_variables
@@ -335,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValueError,
         FileNotFoundError,
         redis.RedisError,
+        RedisClusterException,  # not a RedisError: no node answered, or not a cluster
         EngineUnavailable,
     ) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -36,8 +37,25 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+def forget_dead_workers() -> None:
+    """Drop the live gauges of workers that died without cleaning up (SIGKILL, OOM kill):
+    uvicorn restarts them under new pids, and their last values would stay in the minima
+    and maxima of every scrape."""
+    folder = Path(os.environ[MULTIPROCESS_DIR])
+    for path in folder.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
+        if multiprocess_mode():
+            forget_dead_workers()
         self._model_labels: tuple[str, str] | None = None
         self.registry = CollectorRegistry()
         r = self.registry

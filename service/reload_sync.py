@@ -78,17 +78,17 @@ class ReloadFollower:
         raw = await self._read()
         if raw == self._seen:
             return False
-        self._seen = raw
         recorded = recorded_bundle(raw)
-        if recorded is None:
-            return False
-        bundle, version = recorded
-        path, serving_version = self._serving()
-        if bundle.resolve() == path.resolve() and version in (None, serving_version):
-            return False
-        log.info("reloading %s: another worker serves it now", bundle)
-        await self._reload(bundle)
-        return True
+        if recorded is not None:
+            bundle, version = recorded
+            path, serving_version = self._serving()
+            if bundle.resolve() != path.resolve() or version not in (None, serving_version):
+                log.info("reloading %s: another worker serves it now", bundle)
+                await self._reload(bundle)  # on failure: tried again at the next check
+                self._seen = raw
+                return True
+        self._seen = raw
+        return False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow(), name="reload-follower")

@@ -150,3 +150,20 @@ def test_serve_with_a_bad_experiments_file_exits_2_naming_the_key(
     monkeypatch.setenv("TAGPROFILE_EXPERIMENTS", str(bad))
     assert main(["serve", "--bundle", str(service_bundle), "--port", "1"]) == 2
     assert "experiments[0]" in capsys.readouterr().err
+
+
+def test_a_cluster_that_does_not_answer_is_an_error_not_a_traceback(
+    service_bundle, monkeypatch, capsys
+):
+    monkeypatch.setenv("TAGPROFILE_REDIS_CLUSTER", "true")
+    code = main(["load", "--bundle", str(service_bundle), "--redis-url", "redis://127.0.0.1:1/0"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_features_that_do_not_exist_are_named(service_bundle, redis_server, tmp_path, capsys):
+    missing = tmp_path / "nope.jsonl"
+    code = main(["load", "--bundle", str(service_bundle), "--redis-url", redis_server.url,
+                 "--features", str(missing)])  # fmt: skip
+    assert code == 2
+    assert f"{missing}: no such file or directory" in capsys.readouterr().err

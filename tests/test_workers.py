@@ -171,3 +171,34 @@ def test_the_follower_reloads_on_a_new_bundle_or_version_and_not_on_its_own_reco
 
     assert asyncio.run(scenario()) == [False, False, True, True, False, False]
     assert reloads == [tmp_path / "a", tmp_path / "b"]
+
+
+def test_a_follower_whose_reload_failed_tries_again_at_the_next_check(tmp_path):
+    import asyncio
+
+    from service.reload_sync import ReloadFollower
+
+    record = serving_record(tmp_path / "b", "v2")
+    attempts: list[Path] = []
+
+    async def read() -> bytes:
+        return record
+
+    async def write(_: bytes) -> None:
+        raise AssertionError("a follower does not write")
+
+    async def reload(path: Path) -> None:
+        attempts.append(path)
+        if len(attempts) == 1:
+            raise MemoryError("a transient failure")
+
+    follower = ReloadFollower(read=read, write=write, reload=reload,
+                              serving=lambda: (tmp_path / "a", "v1"), interval_s=1)  # fmt: skip
+
+    async def scenario() -> list[bool]:
+        with pytest.raises(MemoryError):
+            await follower.check()
+        return [await follower.check(), await follower.check()]
+
+    assert asyncio.run(scenario()) == [True, False]
+    assert attempts == [tmp_path / "b", tmp_path / "b"]

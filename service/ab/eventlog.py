@@ -58,7 +58,7 @@ REQUEST_TTL_S = 7 * 24 * 3600
 
 _LOG_EXPOSURE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'themes', ARGV[6])
+redis.call('HSET', KEYS[1], 'themes', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[10], '*', 'request_id', ARGV[9],
   'user', ARGV[4], 'arm', ARGV[3], 'themes', ARGV[5])

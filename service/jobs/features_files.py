@@ -1,8 +1,8 @@
 """Where the users' feature records of an offline job come from: a bundle's ``users.jsonl``
 or its Parquet shards ``users/part-NNNNN.parquet``, or a file or shard folder given with
 ``--features``. A shard holds the records of ``users.jsonl`` as rows (``user_id``, ``split``,
-``features`` struct); rows are read in record batches, so a shard never has to fit in memory
-as Python objects.
+``features`` struct), read in record batches (``load`` still validates every record before it
+writes any, so it holds them all; the Ray engine streams shard by shard).
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def feature_files(bundle: Bundle, features: Path | None = None) -> FeatureFiles 
     """``features`` (a ``.jsonl`` file or a shard folder) when given, else the bundle's shards,
     else its ``users.jsonl``; None when the bundle has neither."""
     if features is not None:
+        if not features.exists():
+            raise LoadError(f"{features}: no such file or directory")
         if features.is_file():
             return FeatureFiles(jsonl=features)
         return FeatureFiles(shards=shards_in(features))

@@ -66,6 +66,7 @@ def shards_to_score(bundle: Bundle, features: Path | None) -> list[Shard]:
     """The shards of ``features`` (a shard folder), else of the bundle, with their ids and
     row counts (Parquet footers only). A bundle's shards were hash-checked by its loader:
     their ids come from the manifest."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     files = feature_files(bundle, features)
@@ -78,7 +79,10 @@ def shards_to_score(bundle: Bundle, features: Path | None) -> list[Shard]:
     listed = {bundle.path / name: entry.sha256 for name, entry in bundle.manifest.files.items()}
     shards = []
     for path in files.shards:
-        meta = pq.ParquetFile(path).metadata
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (pa.ArrowException, OSError) as error:
+            raise LoadError(f"{path}: not a readable Parquet file ({error})") from None
         size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         shards.append(Shard(path, listed.get(path) or file_sha256(path), meta.num_rows, size))
     return shards

@@ -78,7 +78,7 @@ THEMES_NAME = "themes.json"
 USERS_NAME = "users.jsonl"
 OPTIONAL_FILES: tuple[str, ...] = (THEMES_NAME, USERS_NAME)
 SHARDS_DIR = "users"
-_SHARD_NAME = re.compile(r"^users/part-[0-9]{5,}\.parquet$")
+_SHARD_NAME = re.compile(rf"^{SHARDS_DIR}/part-[0-9]{{5,}}\.parquet$")
 """The only listed names with a folder: the users' Parquet shards."""
 SCORES_OUTPUT = "scores"
 
