@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from service.envvars import describe_error, settings_help, unknown_variables
 from service.jobs import EngineUnavailable, LoadError, load_into_redis, precompute
 from service.model import Bundle, BundleError, load_bundle, load_model
 from service.settings import Settings
-from service.store import Keys, redis_url, sync_client
+from service.store import Keys, SyncClient, redis_url, sync_client
 
 ENGINES = ("local", "ray")
 RAY_ONLY = {
@@ -204,10 +205,21 @@ def serve(settings: Settings, overrides: dict[str, Any]) -> int:
     return 0
 
 
-def load(settings: Settings, batch: int, features: Path | None = None) -> int:
-    bundle = load_bundle(settings.bundle)
+@contextmanager
+def job_redis(settings: Settings) -> Iterator[tuple[str, SyncClient]]:
+    """(URL, client) of the Redis an offline job uses: the configured one or the embedded
+    server (kept running for the block), standalone or cluster; the client closes after."""
     with redis_url(settings.redis_url, settings.redis_data_dir) as url:
         client = sync_client(url, cluster=settings.redis_cluster)
+        try:
+            yield url, client
+        finally:
+            client.close()
+
+
+def load(settings: Settings, batch: int, features: Path | None = None) -> int:
+    bundle = load_bundle(settings.bundle)
+    with job_redis(settings) as (_, client):
         report = load_into_redis(
             bundle, client, Keys(settings.key_prefix), batch=batch, features=features
         )
@@ -228,8 +240,7 @@ def run_precompute(settings: Settings, args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(given)}: only with --engine ray")
     batch = args.batch
     model = load_model(settings.bundle, device=settings.device, max_k=settings.max_k)
-    with redis_url(settings.redis_url, settings.redis_data_dir) as url:
-        client = sync_client(url, cluster=settings.redis_cluster)
+    with job_redis(settings) as (_, client):
         report = precompute(
             model,
             client,
@@ -250,8 +261,7 @@ def run_precompute_on_ray(settings: Settings, args: argparse.Namespace) -> int:
     from service.jobs import precompute_on_ray
 
     bundle = load_bundle(settings.bundle)
-    with redis_url(settings.redis_url, settings.redis_data_dir) as url:
-        client = sync_client(url, cluster=settings.redis_cluster)
+    with job_redis(settings) as (url, client):
         report = precompute_on_ray(
             bundle,
             url,

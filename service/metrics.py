@@ -136,10 +136,10 @@ class ServiceMetrics:
         self.model_seconds.observe(seconds)
 
     def set_model(self, version: str, provider: str) -> None:
-        if multiprocess_mode() and self._model_labels is not None:
-            self.model_info.labels(*self._model_labels).set(0)  # its file keeps the series
-        elif not multiprocess_mode():
+        if not multiprocess_mode():
             self.model_info.clear()
+        elif self._model_labels is not None:  # a worker's file keeps the old series: zero it
+            self.model_info.labels(*self._model_labels).set(0)
         self._model_labels = (version, provider)
         self.model_info.labels(version, provider).set(1)
 

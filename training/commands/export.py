@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from training.export.shards import DEFAULT_SHARD_ROWS
+from training.commands.features import add_shard_rows
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,12 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the users' features as users.jsonl, as Parquet shards users/part-NNNNN.parquet, "
         "or both (jsonl)",
     )
-    p.add_argument(
-        "--shard-rows",
-        type=int,
-        default=DEFAULT_SHARD_ROWS,
-        help=f"users per Parquet shard ({DEFAULT_SHARD_ROWS:,})",
-    )
+    add_shard_rows(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,11 +27,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data", type=Path, help="prepared data set (default: the one the run was trained on)"
     )
+    add_shard_rows(p)
+
+
+def add_shard_rows(p: argparse.ArgumentParser) -> None:
+    """``--shard-rows``, the same for ``features`` and ``export``."""
     p.add_argument(
         "--shard-rows",
         type=int,
         default=DEFAULT_SHARD_ROWS,
-        help=f"users per shard ({DEFAULT_SHARD_ROWS:,})",
+        help=f"users per Parquet shard ({DEFAULT_SHARD_ROWS:,})",
     )
 
 
